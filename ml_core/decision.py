@@ -1,0 +1,77 @@
+"""From class probabilities to a decision, and the sensitivity-first metrics behind it.
+
+A scan is positive (abnormal) when the probability of any class but the negative class reaches
+the model version's threshold. The threshold is chosen on validation data for a target
+sensitivity, because a missed stone costs more than a false alarm.
+"""
+
+import math
+
+import numpy as np
+
+NEGATIVE_CLASS = "normal"
+
+
+def abnormal_scores(probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
+    """(n, classes) probabilities -> (n,) probability of being anything but normal."""
+    return 1.0 - np.asarray(probabilities)[:, classes.index(NEGATIVE_CLASS)]
+
+
+def decide(probabilities: np.ndarray, classes: list[str], threshold: float) -> str:
+    """The label for one scan: the likeliest abnormal class if abnormal, else normal."""
+    probabilities = np.asarray(probabilities)
+    negative = classes.index(NEGATIVE_CLASS)
+    if 1.0 - probabilities[negative] < threshold:
+        return NEGATIVE_CLASS
+    abnormal = [index for index in range(len(classes)) if index != negative]
+    return classes[max(abnormal, key=lambda index: probabilities[index])]
+
+
+def choose_threshold(is_positive: np.ndarray, scores: np.ndarray, target_sensitivity: float):
+    """The highest threshold whose sensitivity on these scores is at least the target."""
+    positive_scores = np.sort(np.asarray(scores)[np.asarray(is_positive, dtype=bool)])[::-1]
+    if len(positive_scores) == 0:
+        raise ValueError("Choosing a threshold needs at least one positive example.")
+    needed = max(1, math.ceil(target_sensitivity * len(positive_scores) - 1e-9))
+    return float(positive_scores[needed - 1])
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = scores[is_positive], scores[~is_positive]
+    if len(positives) == 0 or len(negatives) == 0:
+        return None
+    _, tie_group, group_sizes = np.unique(scores, return_inverse=True, return_counts=True)
+    average_ranks = np.cumsum(group_sizes) - (group_sizes - 1) / 2.0
+    ranks = average_ranks[tie_group]
+    positive_rank_sum = ranks[is_positive].sum()
+    pairs = len(positives) * len(negatives)
+    return float((positive_rank_sum - len(positives) * (len(positives) + 1) / 2.0) / pairs)
+
+
+def binary_report(is_positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Sensitivity, specificity, ROC AUC and the confusion counts at a threshold."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    predicted_positive = np.asarray(scores) >= threshold
+    true_positive = int(np.sum(is_positive & predicted_positive))
+    false_negative = int(np.sum(is_positive & ~predicted_positive))
+    true_negative = int(np.sum(~is_positive & ~predicted_positive))
+    false_positive = int(np.sum(~is_positive & predicted_positive))
+    return {
+        "sensitivity": _ratio(true_positive, true_positive + false_negative),
+        "specificity": _ratio(true_negative, true_negative + false_positive),
+        "auc": roc_auc(is_positive, scores),
+        "threshold": float(threshold),
+        "confusion": {
+            "true_positive": true_positive,
+            "false_negative": false_negative,
+            "true_negative": true_negative,
+            "false_positive": false_positive,
+        },
+    }
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None

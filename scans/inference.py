@@ -1,0 +1,162 @@
+"""The worker's side of the workflow: claim queued scans as a batch, classify them in one
+forward pass, store a prediction per scan. Everything here is safe to run twice."""
+
+import logging
+import time
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ml_core.decision import decide
+from ml_core.images import ImageDecodeError, decode_image
+from ml_core.predictor import Predictor
+from ml_core.preprocessing import to_model_batch
+from scans.models import Prediction, Scan
+from training.models import ModelVersion
+from training.selectors import model_artifact_path, serving_model_version
+
+logger = logging.getLogger(__name__)
+
+# (model version id, predictor): loaded lazily in the worker process, after the fork, and
+# replaced when another version starts serving.
+_loaded: tuple[int, Predictor] | None = None
+
+
+class NoServingModel(RuntimeError):
+    pass
+
+
+def serving_predictor() -> tuple[ModelVersion, Predictor]:
+    global _loaded
+    model_version = serving_model_version()
+    if model_version is None:
+        raise NoServingModel("No model version is serving; bootstrap or promote one.")
+    if _loaded is None or _loaded[0] != model_version.pk:
+        path = model_artifact_path(model_version)
+        logger.info("Loading model v%s from %s", model_version.version, path)
+        _loaded = (
+            model_version.pk,
+            Predictor.load(str(path), max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE),
+        )
+    return model_version, _loaded[1]
+
+
+def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[Scan]:
+    """Claim the task's own queued scans, plus other queued scans up to a full batch.
+
+    A scan already claimed by this task id is claimed again: that is a redelivered message
+    whose worker died. Scans claimed by another live task are left to it.
+    """
+    mine = Q(id__in=scan_ids, status=Scan.Status.QUEUED) | Q(
+        status=Scan.Status.PROCESSING, claimed_by=task_id
+    )
+    with transaction.atomic():
+        locked = Scan.objects.select_for_update(skip_locked=True)
+        claimed = list(locked.filter(mine).order_by("created")[:batch_size])
+        room = batch_size - len(claimed)
+        if room > 0:
+            claimed += list(
+                locked.filter(status=Scan.Status.QUEUED)
+                .exclude(id__in=[scan.id for scan in claimed])
+                .order_by("created")[:room]
+            )
+        Scan.objects.filter(id__in=[scan.id for scan in claimed]).update(
+            status=Scan.Status.PROCESSING,
+            claimed_by=task_id,
+            claimed_at=timezone.now(),
+            attempts=F("attempts") + 1,
+        )
+    return claimed
+
+
+def scans_release(*, task_id: str) -> None:
+    """Put this task's claimed scans back in the queue (before a retry)."""
+    Scan.objects.filter(status=Scan.Status.PROCESSING, claimed_by=task_id).update(
+        status=Scan.Status.QUEUED, claimed_by="", claimed_at=None
+    )
+
+
+def scans_fail(*, scan_ids: list[str], task_id: str, reason: str) -> None:
+    Scan.objects.filter(
+        Q(id__in=scan_ids) | Q(claimed_by=task_id),
+        status__in=[Scan.Status.QUEUED, Scan.Status.PROCESSING],
+    ).update(status=Scan.Status.FAILED, error=reason, claimed_by="", claimed_at=None)
+
+
+def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
+    """Classify the task's scans (and others waiting) in one batch; return how many."""
+    claimed = scans_claim(
+        scan_ids=scan_ids, task_id=task_id, batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE
+    )
+    if not claimed:
+        return 0
+    model_version, predictor = serving_predictor()
+    readable, pixels = [], []
+    for scan in claimed:
+        try:
+            with scan.file.open("rb") as stored:
+                image = decode_image(
+                    stored.read(),
+                    max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
+                    min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
+                )
+        except (OSError, ImageDecodeError) as error:
+            scan_fail(scan=scan, reason=f"The stored image could not be read: {error}")
+            continue
+        readable.append(scan)
+        pixels.append(image.pixels)
+    if not readable:
+        return 0
+    started = time.perf_counter()
+    probabilities = predictor.predict(to_model_batch(pixels, model_version.preprocessing_config))
+    share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
+    for scan, scan_probabilities in zip(readable, probabilities, strict=True):
+        prediction_store(
+            scan=scan,
+            model_version=model_version,
+            probabilities=scan_probabilities,
+            inference_ms=share_ms,
+            batch_size=len(readable),
+        )
+    return len(readable)
+
+
+def scan_fail(*, scan: Scan, reason: str) -> None:
+    Scan.objects.filter(pk=scan.pk).exclude(status=Scan.Status.PREDICTED).update(
+        status=Scan.Status.FAILED, error=reason, claimed_by="", claimed_at=None
+    )
+
+
+@transaction.atomic
+def prediction_store(
+    *,
+    scan: Scan,
+    model_version: ModelVersion,
+    probabilities: np.ndarray,
+    inference_ms: float,
+    batch_size: int,
+) -> None:
+    """Store the scan's prediction once; a second call for the same scan changes nothing."""
+    scan = Scan.objects.select_for_update().get(pk=scan.pk)
+    if scan.status == Scan.Status.PREDICTED:
+        return
+    classes = model_version.classes
+    Prediction.objects.create(
+        scan=scan,
+        model_version=model_version,
+        label=decide(probabilities, classes, model_version.threshold),
+        probabilities={
+            name: float(value) for name, value in zip(classes, probabilities, strict=True)
+        },
+        threshold=model_version.threshold,
+        inference_ms=inference_ms,
+        batch_size=batch_size,
+    )
+    scan.status = Scan.Status.PREDICTED
+    scan.error = ""
+    scan.claimed_by = ""
+    scan.claimed_at = None
+    scan.save(update_fields=["status", "error", "claimed_by", "claimed_at"])

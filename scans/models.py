@@ -1,0 +1,66 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+def scan_upload_path(instance: "Scan", filename: str) -> str:
+    """A random name: the uploader's file name never becomes a path."""
+    return f"scans/{uuid.uuid4().hex}{filename[filename.rfind('.') :]}"
+
+
+class Scan(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        PREDICTED = "predicted"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file = models.FileField(upload_to=scan_upload_path)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    content_type = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans"
+    )
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    error = models.TextField(blank=True)
+    claimed_by = models.CharField(
+        max_length=64, blank=True, help_text="Celery task id of the batch processing it."
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"Scan {self.id} ({self.status})"
+
+
+class Prediction(models.Model):
+    scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="prediction")
+    model_version = models.ForeignKey(
+        "training.ModelVersion", on_delete=models.PROTECT, related_name="predictions"
+    )
+    label = models.CharField(max_length=32, db_index=True)
+    probabilities = models.JSONField(help_text="Probability per class name.")
+    threshold = models.FloatField(help_text="The model version's threshold when predicted.")
+    inference_ms = models.FloatField(
+        help_text="This scan's share of its batch's forward pass, in milliseconds."
+    )
+    batch_size = models.PositiveSmallIntegerField(
+        help_text="How many scans shared the forward pass."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.label} by v{self.model_version.version} for {self.scan_id}"

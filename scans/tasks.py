@@ -1,0 +1,21 @@
+from celery import shared_task
+
+from scans import inference
+
+MAX_RETRIES = 5
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def classify_scans(self, scan_ids: list[str]) -> int:
+    """Classify these scans (and other queued ones, up to a batch). Idempotent."""
+    task_id = self.request.id
+    try:
+        return inference.scans_classify(scan_ids=scan_ids, task_id=task_id)
+    except Exception as error:
+        if self.request.retries >= MAX_RETRIES:
+            inference.scans_fail(
+                scan_ids=scan_ids, task_id=task_id, reason=f"Inference failed: {error}"
+            )
+            raise
+        inference.scans_release(task_id=task_id)
+        raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1)) from error

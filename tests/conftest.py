@@ -1,0 +1,203 @@
+"""Test wiring: real PostgreSQL, real Redis, a real Celery worker process, a tiny real model.
+
+PostgreSQL and Redis are required: if either is unreachable the session stops with an error
+(never a skip). DATABASE_URL and CELERY_BROKER_URL choose them; the defaults are the local
+services. Runtime files go to a fresh temporary data folder, never ./var.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="kidney-test-"))
+os.environ["KIDNEY_DATA_DIR"] = str(TEST_DATA_DIR)
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kidney")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
+
+from django.conf import settings  # noqa: E402
+
+# Loading the settings now lets pytest-django set Django up with the environment above.
+settings.DATABASES  # noqa: B018
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_INPUT_SIZE = 32
+CELERY_QUEUES = ("inference", "training", "default")
+WORKER_START_SECONDS = 90
+
+
+def pytest_sessionstart(session):
+    problems = []
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine:
+        problems.append(f"DATABASE_URL must point at PostgreSQL (got {engine}).")
+    else:
+        import psycopg
+
+        database = settings.DATABASES["default"]
+        try:
+            psycopg.connect(
+                host=database["HOST"],
+                port=database["PORT"] or 5432,
+                user=database["USER"],
+                password=database["PASSWORD"] or None,
+                dbname="postgres",
+                connect_timeout=5,
+            ).close()
+        except psycopg.Error as error:
+            problems.append(f"PostgreSQL is unreachable: {error}")
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        problems.append("CELERY_BROKER_URL must point at Redis.")
+    else:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5).ping()
+        except redis.RedisError as error:
+            problems.append(f"Redis is unreachable: {error}")
+    if problems:
+        pytest.exit(
+            "The tests need real services; start them (see README, 'Tests'):\n  "
+            + "\n  ".join(problems),
+            returncode=3,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_artifact() -> dict:
+    """A real VGG16 classifier at 32 px, briefly trained on phantoms, saved once a session.
+
+    Returns the ModelVersion fields that describe it.
+    """
+    from ml_core.training import train_on_phantoms
+
+    trained = train_on_phantoms(
+        input_size=TEST_INPUT_SIZE, samples=64, epochs=2, target_sensitivity=0.95
+    )
+    settings.KIDNEY_MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    artifact = "test-model.keras"
+    trained.model.save(settings.KIDNEY_MODELS_DIR / artifact)
+    preprocessing = trained.preprocessing.to_dict()
+    return {
+        "classes": trained.classes,
+        "input_size": preprocessing.pop("input_size"),
+        "preprocessing": preprocessing,
+        "threshold": trained.threshold,
+        "artifact": artifact,
+    }
+
+
+@pytest.fixture
+def serving_model(tiny_model_artifact, django_db_blocker):
+    """A serving ModelVersion row for the session's tiny model (rows vanish between tests)."""
+    from training.models import ModelVersion
+
+    with django_db_blocker.unblock():
+        return ModelVersion.objects.create(
+            version=1, status=ModelVersion.Status.SERVING, **tiny_model_artifact
+        )
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    database = connection.settings_dict
+    password = f":{quote(database['PASSWORD'])}" if database["PASSWORD"] else ""
+    return (
+        f"postgres://{quote(database['USER'])}{password}@{database['HOST']}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+
+
+def _purge_test_queues() -> None:
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete(*CELERY_QUEUES, "unacked", "unacked_index", "unacked_mutex")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """A real `celery worker` process on the inference and default queues, against Redis and
+    the test database. Tests that use it need transactional database access so that the
+    worker sees their committed rows."""
+    from kidneyproject.celery import app
+
+    _purge_test_queues()
+    environment = dict(os.environ, DATABASE_URL=_test_database_url())
+    log_path = TEST_DATA_DIR / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "kidneyproject",
+                "worker",
+                "-Q",
+                "inference,default",
+                "-c",
+                "2",
+                "-n",
+                f"test-{os.getpid()}@%h",
+                "--loglevel=INFO",
+            ],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + WORKER_START_SECONDS
+    while not app.control.ping(timeout=1.0):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            pytest.fail(f"The Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+    yield worker
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def wait_for(condition, *, timeout: float, interval: float = 0.2, message: str = ""):
+    """Poll `condition` until it returns a truthy value; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout} s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def client_for(db):
+    """client_for("clinician") -> an APIClient authenticated by that role's real API token."""
+    from rest_framework.test import APIClient
+
+    from accounts.roles import Role
+    from accounts.services import api_user_upsert
+
+    def make(role: str, username: str | None = None):
+        user, token = api_user_upsert(username=username or f"{role}-user", role=Role(role))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        client.user = user
+        return client
+
+    return make

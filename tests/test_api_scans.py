@@ -1,0 +1,247 @@
+"""The scans REST API, in the web process (the worker is exercised in test_worker.py)."""
+
+import hashlib
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from scans.models import Prediction, Scan
+from tests.images import encode, phantom_jpeg, phantom_png, png_bomb
+
+
+def stored_scan_files() -> list:
+    folder = settings.MEDIA_ROOT / "scans"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def upload(client, data: bytes, name: str = "slice.png"):
+    return client.post("/api/scans/", {"file": SimpleUploadedFile(name, data)}, format="multipart")
+
+
+@pytest.mark.django_db
+def test_upload_is_accepted_stored_under_a_random_name_and_queued_after_commit(
+    client_for, django_capture_on_commit_callbacks
+):
+    data = phantom_png(size=64)
+    files_before = stored_scan_files()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = upload(client_for("clinician"), data, name="../../etc/Jane Doe.png")
+
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert set(body) == {"id", "status", "url"}
+    assert body["status"] == "queued"
+    assert body["url"].endswith(f"/api/scans/{body['id']}/")
+    scan = Scan.objects.get(pk=body["id"])
+    assert scan.sha256 == hashlib.sha256(data).hexdigest()
+    assert (scan.width, scan.height, scan.content_type) == (64, 64, "image/png")
+    new_files = sorted(set(stored_scan_files()) - set(files_before))
+    assert len(new_files) == 1
+    assert "Jane" not in new_files[0].name
+    assert new_files[0].suffix == ".png"
+    assert new_files[0].read_bytes() == data
+    assert len(callbacks) == 1  # one inference task, sent once the row is committed
+
+
+@pytest.mark.django_db
+def test_a_jpeg_export_is_accepted(client_for, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        response = upload(client_for("radiologist"), phantom_jpeg(size=80), name="x.dcm")
+
+    assert response.status_code == 202
+    assert Scan.objects.get(pk=response.json()["id"]).content_type == "image/jpeg"
+
+
+BAD_UPLOADS = {
+    "empty-file": (b"", "empty"),
+    "text": (b"Patient: Jane Doe\nNo image here.\n", "not a PNG or JPEG"),
+    "truncated-png": (phantom_png(size=64)[:300], "truncated or corrupt"),
+    "decompression-bomb": (png_bomb(7000), "at most"),
+    "too-small": (encode(Image.new("L", (8, 8))), "at least 32"),
+    "gif": (encode(Image.new("L", (64, 64)), "GIF"), "not a PNG or JPEG"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_input_gets_400_with_a_clear_message_and_nothing_is_stored(client_for, case):
+    data, message = BAD_UPLOADS[case]
+    files_before = stored_scan_files()
+
+    response = upload(client_for("clinician"), data)
+
+    assert response.status_code == 400
+    assert message in str(response.json()["file"])
+    assert Scan.objects.count() == 0
+    assert stored_scan_files() == files_before
+
+
+@pytest.mark.django_db
+def test_missing_file_field_gets_400(client_for):
+    response = client_for("clinician").post("/api/scans/", {}, format="multipart")
+
+    assert response.status_code == 400
+    assert "No file was submitted" in str(response.json()["file"])
+    assert Scan.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_oversize_upload_gets_413_and_nothing_is_stored(client_for, settings):
+    settings.KIDNEY_MAX_UPLOAD_BYTES = 1000
+    files_before = stored_scan_files()
+
+    response = upload(client_for("clinician"), phantom_png(size=128))
+
+    assert response.status_code == 413
+    assert "at most 1000" in response.json()["detail"]
+    assert Scan.objects.count() == 0
+    assert stored_scan_files() == files_before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/scans/"),
+        ("post", "/api/scans/"),
+        ("get", "/api/scans/00000000-0000-0000-0000-000000000000/"),
+        ("get", "/api/models/"),
+        ("get", "/api/models/1/"),
+    ],
+)
+def test_anonymous_requests_get_401(method, path):
+    from rest_framework.test import APIClient
+
+    response = getattr(APIClient(), method)(path)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.django_db
+def test_an_ml_engineer_cannot_upload(client_for):
+    response = upload(client_for("ml_engineer"), phantom_png())
+
+    assert response.status_code == 403
+    assert Scan.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_user_without_a_role_gets_403(db):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user = get_user_model().objects.create(username="no-role")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+
+    assert client.get("/api/scans/").status_code == 403
+    assert upload(client, phantom_png()).status_code == 403
+
+
+def make_scan(user, *, status=Scan.Status.QUEUED, label=None, model_version=None) -> Scan:
+    scan = Scan.objects.create(
+        file="scans/x.png",
+        sha256="0" * 64,
+        content_type="image/png",
+        width=64,
+        height=64,
+        uploaded_by=user,
+        status=status,
+    )
+    if label:
+        Prediction.objects.create(
+            scan=scan,
+            model_version=model_version,
+            label=label,
+            probabilities={"normal": 0.1, "stone": 0.9},
+            threshold=0.3,
+            inference_ms=5.0,
+            batch_size=1,
+        )
+    return scan
+
+
+@pytest.mark.django_db
+def test_detail_shows_the_prediction_with_version_and_threshold(client_for, serving_model):
+    clinician = client_for("clinician")
+    scan = make_scan(
+        clinician.user, status=Scan.Status.PREDICTED, label="stone", model_version=serving_model
+    )
+
+    body = clinician.get(f"/api/scans/{scan.id}/").json()
+
+    assert body["status"] == "predicted"
+    assert body["error"] == ""
+    assert body["prediction"]["label"] == "stone"
+    assert body["prediction"]["probabilities"] == {"normal": 0.1, "stone": 0.9}
+    assert body["prediction"]["model_version"] == serving_model.version
+    assert body["prediction"]["threshold"] == 0.3
+
+
+@pytest.mark.django_db
+def test_list_is_paginated_and_filters_by_status_and_label(client_for, serving_model):
+    radiologist = client_for("radiologist")
+    user = radiologist.user
+    make_scan(user)
+    stone = make_scan(
+        user, status=Scan.Status.PREDICTED, label="stone", model_version=serving_model
+    )
+    normal = make_scan(
+        user, status=Scan.Status.PREDICTED, label="normal", model_version=serving_model
+    )
+
+    everything = radiologist.get("/api/scans/").json()
+    predicted = radiologist.get("/api/scans/?status=predicted").json()
+    stones = radiologist.get("/api/scans/?label=stone").json()
+
+    assert everything["count"] == 3
+    assert {"next", "previous", "results"} <= set(everything)
+    assert {item["id"] for item in predicted["results"]} == {str(stone.id), str(normal.id)}
+    assert [item["id"] for item in stones["results"]] == [str(stone.id)]
+    assert radiologist.get("/api/scans/?status=lost").status_code == 400
+
+
+@pytest.mark.django_db
+def test_clinicians_see_only_their_own_scans_and_radiologists_see_all(client_for):
+    alice = client_for("clinician", "alice")
+    bob = client_for("clinician", "bob")
+    radiologist = client_for("radiologist")
+    alices = make_scan(alice.user)
+    make_scan(bob.user)
+
+    assert [item["id"] for item in alice.get("/api/scans/").json()["results"]] == [str(alices.id)]
+    assert bob.get(f"/api/scans/{alices.id}/").status_code == 404
+    assert radiologist.get("/api/scans/").json()["count"] == 2
+
+
+@pytest.mark.django_db
+def test_model_versions_are_listed_with_threshold_and_status(client_for, serving_model):
+    body = client_for("clinician").get("/api/models/").json()
+
+    assert body["count"] == 1
+    version = body["results"][0]
+    assert version["version"] == 1
+    assert version["status"] == "serving"
+    assert version["classes"] == ["normal", "stone"]
+    assert version["input_size"] == 32
+    assert version["threshold"] == serving_model.threshold
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_swagger_ui_are_served(client_for):
+    client = client_for("clinician")
+
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    docs = client.get("/api/docs/")
+
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert {"/api/scans/", "/api/scans/{id}/", "/api/models/"} <= set(paths)
+    assert "202" in paths["/api/scans/"]["post"]["responses"]
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()

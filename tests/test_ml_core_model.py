@@ -1,0 +1,166 @@
+"""The classifier, predictor, decision rule and phantom training, without Django."""
+
+import numpy as np
+import pytest
+
+from ml_core.classifier import BaseWeightsUnavailable, build_classifier, split_at_features
+from ml_core.decision import abnormal_scores, binary_report, choose_threshold, decide, roc_auc
+from ml_core.phantoms import draw_phantom_set
+from ml_core.predictor import Predictor
+from ml_core.preprocessing import PreprocessingConfig, to_model_batch
+from ml_core.training import train_on_phantoms
+
+CLASSES = ["normal", "stone"]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return build_classifier(CLASSES, 32, "none")
+
+
+def test_classifier_outputs_a_probability_per_class(tiny_classifier):
+    batch = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+
+    probabilities = np.asarray(tiny_classifier.predict_on_batch(batch))
+
+    assert probabilities.shape == (3, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert tiny_classifier.get_layer("block5_conv3") is not None  # Grad-CAM's layer
+
+
+def test_more_classes_are_configuration():
+    model = build_classifier(["normal", "stone", "cyst", "tumor"], 32, "none")
+
+    assert model.output_shape == (None, 4)
+
+
+def test_base_weights_load_from_a_local_file(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights_file = tmp_path / "vgg16_notop.weights.h5"
+    base.save_weights(weights_file)
+
+    model = build_classifier(CLASSES, 32, str(weights_file))
+
+    np.testing.assert_array_equal(
+        model.get_layer("block1_conv1").get_weights()[0],
+        base.get_layer("block1_conv1").get_weights()[0],
+    )
+
+
+def test_unknown_base_weights_name_the_alternatives():
+    with pytest.raises(BaseWeightsUnavailable, match="'imagenet', 'none' or a local"):
+        build_classifier(CLASSES, 32, "/no/such/weights.h5")
+
+
+def test_imagenet_download_failure_names_the_offline_alternatives(monkeypatch, tmp_path):
+    import keras
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    # The real download path, with the network taken away.
+    monkeypatch.setattr(keras.utils, "get_file", unreachable)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", unreachable)
+
+    with pytest.raises(BaseWeightsUnavailable, match="base weights 'none' or the path"):
+        build_classifier(CLASSES, 32, "imagenet")
+
+
+def test_inputs_below_vgg16_minimum_are_refused():
+    with pytest.raises(ValueError, match="at least 32"):
+        build_classifier(CLASSES, 16, "none")
+
+
+def test_split_at_features_shares_weights_with_the_classifier(tiny_classifier):
+    batch = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    extractor, head = split_at_features(tiny_classifier)
+
+    through_parts = head.predict_on_batch(extractor.predict_on_batch(batch))
+
+    np.testing.assert_allclose(
+        through_parts, tiny_classifier.predict_on_batch(batch), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_predictor_round_trips_a_saved_model_and_batches(tiny_classifier, tmp_path):
+    path = tmp_path / "model.keras"
+    tiny_classifier.save(path)
+    batch = np.random.default_rng(2).normal(size=(5, 32, 32, 3)).astype(np.float32)
+
+    predictor = Predictor.load(str(path), max_batch_size=2)
+
+    np.testing.assert_allclose(
+        predictor.predict(batch), tiny_classifier.predict_on_batch(batch), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_decision_uses_the_threshold_on_p_abnormal():
+    classes = ["normal", "stone", "cyst"]
+
+    assert decide([0.7, 0.2, 0.1], classes, threshold=0.25) == "stone"
+    assert decide([0.7, 0.1, 0.2], classes, threshold=0.25) == "cyst"
+    assert decide([0.7, 0.2, 0.1], classes, threshold=0.35) == "normal"
+    np.testing.assert_allclose(abnormal_scores(np.array([[0.7, 0.2, 0.1]]), classes), [0.3])
+
+
+def test_threshold_is_the_highest_that_reaches_the_target_sensitivity():
+    is_positive = np.array([1] * 20 + [0] * 5, dtype=bool)
+    scores = np.concatenate([np.linspace(0.05, 1.0, 20), np.full(5, 0.5)])
+
+    threshold = choose_threshold(is_positive, scores, target_sensitivity=0.95)
+    report = binary_report(is_positive, scores, threshold)
+
+    assert threshold == pytest.approx(0.1)
+    assert report["sensitivity"] == 0.95
+    assert report["confusion"] == {
+        "true_positive": 19,
+        "false_negative": 1,
+        "true_negative": 0,
+        "false_positive": 5,
+    }
+
+
+def test_roc_auc_counts_ties_as_half():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    assert roc_auc([0, 1, 0, 1], [0.1, 0.3, 0.35, 0.8]) == 0.75
+    assert roc_auc([1, 1], [0.1, 0.2]) is None
+
+
+def test_phantoms_are_reproducible_and_stones_are_bright_foci():
+    first, labels = draw_phantom_set(20, size=64, seed=3)
+    second, _ = draw_phantom_set(20, size=64, seed=3)
+
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))
+    assert sorted(set(labels.tolist())) == [0, 1]
+    stone_peaks = [image.max() for image, label in zip(first, labels, strict=True) if label == 1]
+    normal_peaks = [image.max() for image, label in zip(first, labels, strict=True) if label == 0]
+    assert min(stone_peaks) > max(normal_peaks)
+
+
+def test_training_on_phantoms_learns_and_reports_sensitivity_first():
+    epochs_seen = []
+
+    trained = train_on_phantoms(
+        input_size=48,
+        samples=160,
+        epochs=15,
+        target_sensitivity=0.9,
+        on_epoch_end=lambda epoch, logs: epochs_seen.append(epoch),
+    )
+
+    assert epochs_seen == list(range(1, 16))
+    report = trained.validation
+    assert report["sensitivity"] >= 0.9
+    assert report["auc"] > 0.75  # a random model scores about 0.5
+    assert report["threshold"] == trained.threshold
+    images, _ = draw_phantom_set(4, size=48, seed=9)
+    batch = to_model_batch(images, PreprocessingConfig(input_size=48))
+    assert np.asarray(trained.model.predict_on_batch(batch)).shape == (4, 2)

@@ -1,0 +1,91 @@
+"""Upload -> real Celery worker process on Redis -> stored prediction, on PostgreSQL."""
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ml_core.decision import decide
+from ml_core.images import decode_image
+from ml_core.predictor import Predictor
+from ml_core.preprocessing import to_model_batch
+from scans.models import Prediction, Scan
+from scans.tasks import classify_scans
+from tests.conftest import wait_for
+from tests.images import phantom_jpeg, phantom_png
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("celery_worker_process"),
+]
+POLL_SECONDS = 60
+
+
+def upload(client, data: bytes) -> str:
+    response = client.post(
+        "/api/scans/", {"file": SimpleUploadedFile("slice.png", data)}, format="multipart"
+    )
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def poll_until_done(client, scan_id: str) -> dict:
+    def finished():
+        body = client.get(f"/api/scans/{scan_id}/").json()
+        return body if body["status"] in ("predicted", "failed") else None
+
+    return wait_for(finished, timeout=POLL_SECONDS, message=f"scan {scan_id} to finish")
+
+
+def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
+    client_for, serving_model
+):
+    client = client_for("clinician")
+    data = phantom_png(size=96, with_stone=True, seed=5)
+
+    body = poll_until_done(client, upload(client, data))
+
+    assert body["status"] == "predicted", body
+    prediction = body["prediction"]
+    assert set(prediction["probabilities"]) == {"normal", "stone"}
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert prediction["model_version"] == serving_model.version
+    assert prediction["threshold"] == serving_model.threshold
+    probabilities = [prediction["probabilities"][name] for name in serving_model.classes]
+    assert prediction["label"] == decide(
+        probabilities, serving_model.classes, serving_model.threshold
+    )
+    # The worker's preprocessing and model give what the library gives in this process.
+    predictor = Predictor.load(str(settings.KIDNEY_MODELS_DIR / serving_model.artifact))
+    pixels = decode_image(data, max_pixels=10**7).pixels
+    expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
+    np.testing.assert_allclose(probabilities, expected[0], atol=1e-4)
+
+
+def test_a_burst_of_uploads_is_classified_in_batches(client_for, serving_model):
+    client = client_for("radiologist")
+    scan_ids = [
+        upload(client, (phantom_png if seed % 2 else phantom_jpeg)(size=64, seed=seed))
+        for seed in range(24)
+    ]
+
+    bodies = [poll_until_done(client, scan_id) for scan_id in scan_ids]
+
+    assert [body["status"] for body in bodies] == ["predicted"] * len(scan_ids)
+    assert Prediction.objects.count() == len(scan_ids)
+    batch_sizes = list(Prediction.objects.values_list("batch_size", flat=True))
+    assert max(batch_sizes) > 1  # one forward pass served several scans
+    assert max(batch_sizes) <= settings.KIDNEY_INFERENCE_BATCH_SIZE
+
+
+def test_running_the_task_again_changes_nothing(client_for, serving_model):
+    client = client_for("clinician")
+    scan_id = upload(client, phantom_png(seed=11))
+    poll_until_done(client, scan_id)
+    prediction = Prediction.objects.get(scan_id=scan_id)
+
+    classified = classify_scans.apply(args=[[scan_id]]).get()
+
+    assert classified == 0
+    assert list(Prediction.objects.filter(scan_id=scan_id)) == [prediction]
+    assert Scan.objects.get(pk=scan_id).status == Scan.Status.PREDICTED
