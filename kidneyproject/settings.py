@@ -31,16 +31,20 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _embedded_secret_key() -> str:
-    """A random key kept in the data folder, so no secret is ever a constant in the code."""
+    """A random key kept in the data folder, so no secret is ever a constant in the code.
+    Created by a hard link from a complete temporary file: concurrent first starts agree."""
     key_file = DATA_DIR / "secret_key"
-    try:
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_text().strip()
-    key = secrets.token_urlsafe(50)
-    with os.fdopen(descriptor, "w") as key_out:
-        key_out.write(key)
-    return key
+    if not key_file.exists():
+        draft = DATA_DIR / f".secret_key.{os.getpid()}"
+        draft.touch(mode=0o600)
+        draft.write_text(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return key_file.read_text().strip()
 
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", "") or _embedded_secret_key()

@@ -1,8 +1,8 @@
 """Test wiring: real PostgreSQL, real Redis, a real Celery worker process, a tiny real model.
 
 PostgreSQL and Redis are required: if either is unreachable the session stops with an error
-(never a skip). DATABASE_URL and CELERY_BROKER_URL choose them; the defaults are the local
-services. Runtime files go to a fresh temporary data folder, never ./var.
+(never a skip). KIDNEY_TEST_DATABASE_URL and KIDNEY_TEST_BROKER_URL choose them; the defaults
+are the local services. Runtime files go to a fresh temporary data folder, never ./var.
 """
 
 import os
@@ -18,8 +18,13 @@ import pytest
 
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="kidney-test-"))
 os.environ["KIDNEY_DATA_DIR"] = str(TEST_DATA_DIR)
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kidney")
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# Tests never pick up a deployment's DATABASE_URL or CELERY_BROKER_URL: they purge queues.
+os.environ["DATABASE_URL"] = os.environ.get(
+    "KIDNEY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kidney"
+)
+os.environ["CELERY_BROKER_URL"] = os.environ.get(
+    "KIDNEY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
 

@@ -1,0 +1,186 @@
+"""Inference throughput: the raw model against the whole service, measured in one run.
+
+1. Raw model: images/s of VGG16 `predict_on_batch` (batch 16) at 128 and 224 px.
+2. Service: a burst of uploads through REST -> Celery worker -> stored prediction, with the
+   service's model at --service-size px; images/s from the first upload to the last stored
+   prediction.
+3. The ratio service / raw at the same input size: the share of raw model speed the
+   service delivers.
+
+    .venv/bin/python bench/inference.py [--data ../shared/data/kidney-ct] [--uploads 64]
+        [--database-url postgres://... --broker-url redis://...]
+
+Without --database-url/--broker-url the service runs on the embedded default (SQLite and the
+filesystem transport). The database given must be empty; it is migrated.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+BATCH = 16
+
+
+def raw_images_per_second(input_size: int, batches: int) -> float:
+    from ml_core.classifier import build_classifier
+
+    model = build_classifier(["normal", "stone"], input_size, "none")
+    batch = np.random.default_rng(0).normal(size=(BATCH, input_size, input_size, 3))
+    batch = batch.astype(np.float32)
+    model.predict_on_batch(batch)  # warm-up: graph tracing
+    started = time.perf_counter()
+    for _ in range(batches):
+        model.predict_on_batch(batch)
+    return batches * BATCH / (time.perf_counter() - started)
+
+
+def upload_payloads(data_dir: str | None, count: int) -> list[bytes]:
+    if data_dir:
+        files = sorted(Path(data_dir, "stone").glob("*.jpg"))[: count // 2]
+        files += sorted(Path(data_dir, "normal").glob("*.jpg"))[: count - len(files)]
+        return [path.read_bytes() for path in files]
+    import io
+
+    from PIL import Image
+
+    from ml_core.phantoms import draw_phantom
+
+    rng = np.random.default_rng(0)
+    payloads = []
+    for index in range(count):
+        pixels = draw_phantom(rng, size=224, with_stone=bool(index % 2))
+        output = io.BytesIO()
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(output, format="PNG")
+        payloads.append(output.getvalue())
+    return payloads
+
+
+def manage(environment: dict, *arguments: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float]:
+    data_dir = tempfile.mkdtemp(prefix="kidney-bench-")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    environment["KIDNEY_DATA_DIR"] = data_dir
+    if args.database_url:
+        environment["DATABASE_URL"] = args.database_url
+    if args.broker_url:
+        environment["CELERY_BROKER_URL"] = args.broker_url
+    manage(environment, "migrate", "--noinput")
+    manage(
+        environment,
+        "bootstrap_model",
+        "--force",
+        "--input-size",
+        str(args.service_size),
+        "--samples",
+        "64",
+        "--epochs",
+        "2",
+    )
+    token = manage(environment, "create_api_user", "bench", "--role", "clinician").split()[-1]
+    stack = subprocess.Popen(
+        [sys.executable, "manage.py", "runstack", "--port", str(args.port)],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    base = f"http://127.0.0.1:{args.port}/api"
+    try:
+        _wait(lambda: session.get(f"{base}/models/", timeout=5).ok, "the web server")
+        # One scan first, so that the worker has loaded the model before the clock starts.
+        first = session.post(f"{base}/scans/", files={"file": payloads[0]}).json()
+        _wait(lambda: session.get(first["url"]).json()["status"] == "predicted", "warm-up")
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            responses = list(
+                pool.map(
+                    lambda data: session.post(f"{base}/scans/", files={"file": data}), payloads
+                )
+            )
+        uploaded = time.perf_counter() - started
+        assert all(response.status_code == 202 for response in responses)
+
+        def all_predicted() -> bool:
+            listing = session.get(f"{base}/scans/", params={"status": "predicted"}).json()
+            return listing["count"] == len(payloads) + 1
+
+        _wait(all_predicted, "all predictions", interval=0.1)
+        elapsed = time.perf_counter() - started
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=60)
+    return len(payloads) / elapsed, len(payloads) / uploaded
+
+
+def _wait(condition, what: str, *, timeout: float = 600, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, KeyError, ValueError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"Timed out waiting for {what}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="kidney-ct folder (class subfolders); else phantoms")
+    parser.add_argument("--uploads", type=int, default=64)
+    parser.add_argument("--service-size", type=int, default=128)
+    parser.add_argument("--database-url")
+    parser.add_argument("--broker-url")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    raw = {size: raw_images_per_second(size, batches) for size, batches in ((128, 8), (224, 4))}
+    for size, speed in raw.items():
+        print(f"raw model, predict_on_batch batch {BATCH}, {size} px: {speed:7.1f} images/s")
+
+    payloads = upload_payloads(args.data, args.uploads)
+    backend = "PostgreSQL + Redis" if args.database_url else "embedded (SQLite + filesystem)"
+    service, upload_rate = service_images_per_second(args, payloads)
+    source = "kidney-ct JPEGs" if args.data else "224 px phantom PNGs"
+    print(
+        f"service end to end, {len(payloads)} uploads of {source}, model at "
+        f"{args.service_size} px, {backend}: {service:7.1f} images/s "
+        f"(uploads alone: {upload_rate:.1f}/s)"
+    )
+    if args.service_size in raw:
+        ratio = service / raw[args.service_size]
+        print(f"ratio service / raw model at {args.service_size} px: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
