@@ -113,14 +113,12 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     started = time.perf_counter()
     probabilities = predictor.predict(to_model_batch(pixels, model_version.preprocessing_config))
     share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
-    for scan, scan_probabilities in zip(readable, probabilities, strict=True):
-        prediction_store(
-            scan=scan,
-            model_version=model_version,
-            probabilities=scan_probabilities,
-            inference_ms=share_ms,
-            batch_size=len(readable),
-        )
+    predictions_store(
+        scans=readable,
+        model_version=model_version,
+        probabilities=probabilities,
+        inference_ms=share_ms,
+    )
     return len(readable)
 
 
@@ -131,32 +129,38 @@ def scan_fail(*, scan: Scan, reason: str) -> None:
 
 
 @transaction.atomic
-def prediction_store(
+def predictions_store(
     *,
-    scan: Scan,
+    scans: list[Scan],
     model_version: ModelVersion,
     probabilities: np.ndarray,
     inference_ms: float,
-    batch_size: int,
 ) -> None:
-    """Store the scan's prediction once; a second call for the same scan changes nothing."""
-    scan = Scan.objects.select_for_update().get(pk=scan.pk)
-    if scan.status == Scan.Status.PREDICTED:
-        return
-    classes = model_version.classes
-    Prediction.objects.create(
-        scan=scan,
-        model_version=model_version,
-        label=decide(probabilities, classes, model_version.threshold),
-        probabilities={
-            name: float(value) for name, value in zip(classes, probabilities, strict=True)
-        },
-        threshold=model_version.threshold,
-        inference_ms=inference_ms,
-        batch_size=batch_size,
+    """Store one batch's predictions in one transaction. Scans predicted meanwhile (by a
+    redelivered task) are left as they are, so a second call changes nothing."""
+    row_of = {scan.pk: row for row, scan in enumerate(scans)}
+    pending = list(
+        Scan.objects.select_for_update()
+        .filter(pk__in=row_of)
+        .exclude(status=Scan.Status.PREDICTED)
+        .values_list("pk", flat=True)
     )
-    scan.status = Scan.Status.PREDICTED
-    scan.error = ""
-    scan.claimed_by = ""
-    scan.claimed_at = None
-    scan.save(update_fields=["status", "error", "claimed_by", "claimed_at"])
+    classes = model_version.classes
+    Prediction.objects.bulk_create(
+        Prediction(
+            scan_id=scan_id,
+            model_version=model_version,
+            label=decide(probabilities[row_of[scan_id]], classes, model_version.threshold),
+            probabilities={
+                name: float(value)
+                for name, value in zip(classes, probabilities[row_of[scan_id]], strict=True)
+            },
+            threshold=model_version.threshold,
+            inference_ms=inference_ms,
+            batch_size=len(scans),
+        )
+        for scan_id in pending
+    )
+    Scan.objects.filter(pk__in=pending).update(
+        status=Scan.Status.PREDICTED, error="", claimed_by="", claimed_at=None
+    )
