@@ -79,6 +79,18 @@ def scans_release(*, task_id: str) -> None:
     )
 
 
+def scans_requeue_stale(*, queued_before, claimed_before) -> list[str]:
+    """Ids of scans whose message may be lost: queued since before `queued_before`, or
+    claimed by a task that has not finished since before `claimed_before` (its claim is
+    released). The database is the source of truth; the broker only carries messages."""
+    with transaction.atomic():
+        Scan.objects.filter(status=Scan.Status.PROCESSING, claimed_at__lt=claimed_before).update(
+            status=Scan.Status.QUEUED, claimed_by="", claimed_at=None
+        )
+        stale = Scan.objects.filter(status=Scan.Status.QUEUED, created__lt=queued_before)
+        return [str(scan_id) for scan_id in stale.order_by("created").values_list("id", flat=True)]
+
+
 def scans_fail(*, scan_ids: list[str], task_id: str, reason: str) -> None:
     Scan.objects.filter(
         Q(id__in=scan_ids) | Q(claimed_by=task_id),

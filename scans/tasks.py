@@ -1,4 +1,8 @@
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
 from scans import inference
 
@@ -19,3 +23,17 @@ def classify_scans(self, scan_ids: list[str]) -> int:
             raise
         inference.scans_release(task_id=task_id)
         raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1)) from error
+
+
+@shared_task(acks_late=True)
+def requeue_stale_scans() -> int:
+    """Periodic sweep (celery beat): send scans whose message was lost back to inference."""
+    now = timezone.now()
+    scan_ids = inference.scans_requeue_stale(
+        queued_before=now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS),
+        claimed_before=now - timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS),
+    )
+    batch = settings.KIDNEY_INFERENCE_BATCH_SIZE
+    for start in range(0, len(scan_ids), batch):
+        classify_scans.delay(scan_ids[start : start + batch])
+    return len(scan_ids)

@@ -1,10 +1,14 @@
-"""How the inference task treats scans it cannot classify (run in-process, eagerly)."""
+"""How the inference tasks treat scans they cannot classify or that lost their message
+(run in-process, eagerly)."""
+
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from scans.models import Scan
-from scans.tasks import classify_scans
+from scans.tasks import classify_scans, requeue_stale_scans
 from tests.images import phantom_png
 
 
@@ -34,3 +38,49 @@ def test_a_scan_whose_stored_file_is_unreadable_fails_with_its_reason_and_others
     assert "could not be read" in broken.error
     assert Scan.objects.get(pk=ids[1]).status == Scan.Status.PREDICTED
     assert client.get(f"/api/scans/{broken.pk}/").json()["error"] == broken.error
+
+
+@pytest.mark.django_db
+def test_the_sweep_picks_only_scans_queued_or_claimed_for_too_long(client_for, settings):
+    user = client_for("clinician").user
+    now = timezone.now()
+    queue_limit = timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS + 1)
+    claim_limit = timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS + 1)
+
+    def scan(**fields) -> Scan:
+        return Scan.objects.create(
+            file="scans/x.png",
+            sha256="0" * 64,
+            content_type="image/png",
+            width=64,
+            height=64,
+            uploaded_by=user,
+            **fields,
+        )
+
+    lost = scan()
+    recent = scan()
+    abandoned = scan(status=Scan.Status.PROCESSING, claimed_by="gone", claimed_at=now - claim_limit)
+    working = scan(status=Scan.Status.PROCESSING, claimed_by="busy", claimed_at=now)
+    finished = scan(status=Scan.Status.FAILED)
+    Scan.objects.exclude(pk=recent.pk).update(created=now - queue_limit)
+
+    resent = requeue_stale_scans.apply().get()
+
+    assert resent == 2
+    statuses = dict(Scan.objects.values_list("pk", "status"))
+    assert statuses[lost.pk] == statuses[abandoned.pk] == Scan.Status.QUEUED
+    assert statuses[recent.pk] == Scan.Status.QUEUED
+    assert statuses[working.pk] == Scan.Status.PROCESSING
+    assert statuses[finished.pk] == Scan.Status.FAILED
+
+
+@pytest.mark.django_db
+def test_beat_runs_the_sweep_every_minute_by_default():
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = PeriodicTask.objects.get(task="scans.tasks.requeue_stale_scans")
+
+    assert schedule.enabled
+    assert schedule.interval.every == 60
+    assert schedule.interval.period == "seconds"
