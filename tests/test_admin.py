@@ -2,35 +2,18 @@
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from PIL import Image
 
-from scans.models import Prediction, Scan
+from scans.models import Scan
+from tests.factories import make_prediction, make_scan
 from tests.images import phantom_png
 
 
 @pytest.fixture
 def stored_prediction(db, serving_model):
     user = get_user_model().objects.create(username="uploader")
-    scan = Scan(
-        sha256="0" * 64,
-        content_type="image/png",
-        width=64,
-        height=64,
-        uploaded_by=user,
-        status=Scan.Status.PREDICTED,
-    )
-    scan.file.save("scan.png", ContentFile(phantom_png(size=64)), save=False)
-    scan.save()
-    return Prediction.objects.create(
-        scan=scan,
-        model_version=serving_model,
-        label="stone",
-        probabilities={"normal": 0.2, "stone": 0.8},
-        threshold=serving_model.threshold,
-        inference_ms=3.0,
-        batch_size=1,
-    )
+    scan = make_scan(user, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
+    return make_prediction(scan, serving_model, label="stone", stone=0.8)
 
 
 @pytest.mark.django_db

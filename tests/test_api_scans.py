@@ -7,7 +7,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from scans.models import Prediction, Scan
+from scans.models import Scan
+from tests import factories
 from tests.images import encode, phantom_jpeg, phantom_png, png_bomb
 
 
@@ -144,25 +145,9 @@ def test_a_user_without_a_role_gets_403(db):
 
 
 def make_scan(user, *, status=Scan.Status.QUEUED, label=None, model_version=None) -> Scan:
-    scan = Scan.objects.create(
-        file="scans/x.png",
-        sha256="0" * 64,
-        content_type="image/png",
-        width=64,
-        height=64,
-        uploaded_by=user,
-        status=status,
-    )
+    scan = factories.make_scan(user, status=status)
     if label:
-        Prediction.objects.create(
-            scan=scan,
-            model_version=model_version,
-            label=label,
-            probabilities={"normal": 0.1, "stone": 0.9},
-            threshold=0.3,
-            inference_ms=5.0,
-            batch_size=1,
-        )
+        factories.make_prediction(scan, model_version, label=label, stone=0.9)
     return scan
 
 
@@ -178,9 +163,9 @@ def test_detail_shows_the_prediction_with_version_and_threshold(client_for, serv
     assert body["status"] == "predicted"
     assert body["error"] == ""
     assert body["prediction"]["label"] == "stone"
-    assert body["prediction"]["probabilities"] == {"normal": 0.1, "stone": 0.9}
+    assert body["prediction"]["probabilities"] == pytest.approx({"normal": 0.1, "stone": 0.9})
     assert body["prediction"]["model_version"] == serving_model.version
-    assert body["prediction"]["threshold"] == 0.3
+    assert body["prediction"]["threshold"] == serving_model.threshold
 
 
 @pytest.mark.django_db

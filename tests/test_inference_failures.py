@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from scans.models import Scan
 from scans.tasks import classify_scans, requeue_stale_scans
+from tests.factories import make_scan
 from tests.images import phantom_png
 
 
@@ -48,15 +49,7 @@ def test_the_sweep_picks_only_scans_queued_or_claimed_for_too_long(client_for, s
     claim_limit = timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS + 1)
 
     def scan(**fields) -> Scan:
-        return Scan.objects.create(
-            file="scans/x.png",
-            sha256="0" * 64,
-            content_type="image/png",
-            width=64,
-            height=64,
-            uploaded_by=user,
-            **fields,
-        )
+        return make_scan(user, **fields)
 
     lost = scan()
     recent = scan()

@@ -12,6 +12,7 @@ from ml_core.preprocessing import to_model_batch
 from scans.models import Prediction, Scan
 from scans.tasks import classify_scans
 from tests.conftest import wait_for
+from tests.factories import make_scan
 from tests.images import phantom_jpeg, phantom_png
 
 pytestmark = [
@@ -94,29 +95,19 @@ def test_running_the_task_again_changes_nothing(client_for, serving_model):
 def test_the_sweep_resends_scans_whose_message_was_lost(client_for, serving_model, settings):
     from datetime import timedelta
 
-    from django.core.files.base import ContentFile
     from django.utils import timezone
 
     from scans.tasks import requeue_stale_scans
 
     client = client_for("clinician")
-    lost = Scan(
-        sha256="0" * 64, content_type="image/png", width=64, height=64, uploaded_by=client.user
-    )
-    lost.file.save("scan.png", ContentFile(phantom_png(seed=21)), save=False)
-    lost.save()  # stored and queued, but no message was ever sent
-    abandoned = Scan(
-        sha256="1" * 64,
-        content_type="image/png",
-        width=64,
-        height=64,
-        uploaded_by=client.user,
+    lost = make_scan(client.user, image=phantom_png(seed=21))  # no message was ever sent
+    abandoned = make_scan(
+        client.user,
+        image=phantom_png(seed=22),
         status=Scan.Status.PROCESSING,
         claimed_by="a-task-whose-worker-vanished",
         claimed_at=timezone.now() - timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS + 1),
     )
-    abandoned.file.save("scan.png", ContentFile(phantom_png(seed=22)), save=False)
-    abandoned.save()
     old = timezone.now() - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS + 1)
     Scan.objects.filter(pk__in=[lost.pk, abandoned.pk]).update(created=old)
 
