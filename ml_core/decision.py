@@ -75,3 +75,31 @@ def binary_report(is_positive: np.ndarray, scores: np.ndarray, threshold: float)
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
+
+
+def evaluation_report(
+    labels: list[str], probabilities: np.ndarray, classes: list[str], threshold: float
+) -> dict:
+    """binary_report for abnormal vs normal, plus counts per class and the confusion matrix
+    of true class (rows) against decided class (columns)."""
+    probabilities = np.asarray(probabilities)
+    is_positive = np.array([label != NEGATIVE_CLASS for label in labels], dtype=bool)
+    report = binary_report(is_positive, abnormal_scores(probabilities, classes), threshold)
+    matrix = [[0] * len(classes) for _ in classes]
+    for label, row in zip(labels, probabilities, strict=True):
+        matrix[classes.index(label)][classes.index(decide(row, classes, threshold))] += 1
+    report["n"] = {name: int(sum(label == name for label in labels)) for name in classes}
+    report["confusion_matrix"] = {"classes": list(classes), "rows": matrix}
+    return report
+
+
+def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) as the threshold falls through the scores."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    true_positives = np.concatenate([[0], np.cumsum(is_positive[order])])
+    false_positives = np.concatenate([[0], np.cumsum(~is_positive[order])])
+    return (
+        false_positives / max(1, (~is_positive).sum()),
+        true_positives / max(1, is_positive.sum()),
+    )

@@ -1,5 +1,5 @@
-"""Turn decoded intensity images into VGG16 input: the one definition, used by training and
-inference alike. Its parameters are stored with each model version."""
+"""Turn decoded intensity images into classifier input: the one definition, used by training
+and inference alike. Its parameters are stored with each model version."""
 
 from dataclasses import asdict, dataclass
 
@@ -10,12 +10,22 @@ from PIL import Image
 # subtracted, no scaling. Written out here so preprocessing needs no TensorFlow import.
 VGG16_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# "vgg16" matches ImageNet weights; "unit" maps intensity to [-1, 1], which a randomly
+# initialised network trains from far more easily than from ImageNet-scaled values.
+NORMALISATIONS = ("vgg16", "unit")
 
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
     input_size: int
     resample: str = "bilinear"
+    normalisation: str = "vgg16"
+
+    def __post_init__(self):
+        if self.resample not in RESAMPLING:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLING)}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -25,13 +35,24 @@ class PreprocessingConfig:
         return cls(**values)
 
 
-def to_model_input(pixels: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
-    """One (height, width) intensity image in [0, 1] -> (size, size, 3) float32 VGG16 input."""
+def resize_intensity(pixels: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
+    """(height, width) intensity in [0, 1] -> (size, size) intensity in [0, 1]."""
     grey = Image.fromarray(np.clip(pixels, 0.0, 1.0).astype(np.float32), mode="F")
     size = (config.input_size, config.input_size)
-    resized = np.asarray(grey.resize(size, RESAMPLING[config.resample]), dtype=np.float32)
-    channels = np.repeat((resized * 255.0)[:, :, np.newaxis], 3, axis=2)
-    return channels - VGG16_BGR_MEANS
+    return np.asarray(grey.resize(size, RESAMPLING[config.resample]), dtype=np.float32)
+
+
+def normalise(intensity: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
+    """(..., size, size) intensity -> (..., size, size, 3) float32 network input."""
+    channels = np.repeat(intensity[..., np.newaxis], 3, axis=-1).astype(np.float32)
+    if config.normalisation == "unit":
+        return channels * 2.0 - 1.0
+    return channels * 255.0 - VGG16_BGR_MEANS
+
+
+def to_model_input(pixels: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
+    """One decoded intensity image -> (size, size, 3) network input."""
+    return normalise(resize_intensity(pixels, config), config)
 
 
 def to_model_batch(images: list[np.ndarray], config: PreprocessingConfig) -> np.ndarray:

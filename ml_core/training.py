@@ -1,17 +1,62 @@
-"""Training recipes on in-memory arrays. The bootstrap recipe trains only the head, on
-features the frozen base extracts once."""
+"""Training: three modes on streamed data, early stopping on validation ROC AUC, the decision
+threshold chosen on validation data for a target sensitivity."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from ml_core.augmentation import Augmentation
+from ml_core.batches import load_intensity, make_batches
 from ml_core.classifier import NO_WEIGHTS, build_classifier, split_at_features
-from ml_core.decision import abnormal_scores, binary_report, choose_threshold
+from ml_core.datasets import LabelledImage, class_counts
+from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold, evaluation_report
+from ml_core.feature_cache import extract_features
 from ml_core.phantoms import PHANTOM_CLASSES, draw_phantom_set
-from ml_core.preprocessing import PreprocessingConfig, to_model_batch
+from ml_core.preprocessing import PreprocessingConfig, normalise, to_model_batch
 
+MODES = ("head", "finetune", "full")
+VGG16_BLOCKS = ("block5", "block4", "block3", "block2", "block1")
 EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    classes: tuple[str, ...] = ("normal", "stone")
+    input_size: int = 96
+    base_weights: str = NO_WEIGHTS
+    mode: str = "full"
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    class_weights: bool = True
+    patience: int = 6  # epochs without a better validation AUC before stopping
+    max_minutes: float = 0.0  # 0: no time budget
+    finetune_blocks: int = 1
+    target_sensitivity: float = 0.95
+    seed: int = 0
+    normalisation: str = ""  # empty: "vgg16" for pretrained base weights, else "unit"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if NEGATIVE_CLASS not in self.classes:
+            raise ValueError(f"classes must include {NEGATIVE_CLASS!r}")
+
+    @property
+    def preprocessing(self) -> PreprocessingConfig:
+        # ImageNet weights expect ImageNet scaling; a random base trains better from [-1, 1].
+        automatic = "unit" if self.base_weights == NO_WEIGHTS else "vgg16"
+        return PreprocessingConfig(
+            input_size=self.input_size, normalisation=self.normalisation or automatic
+        )
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["classes"] = list(self.classes)
+        return values
 
 
 @dataclass
@@ -21,45 +66,139 @@ class TrainedClassifier:
     preprocessing: PreprocessingConfig
     threshold: float
     validation: dict
+    history: list[dict] = field(default_factory=list)
 
 
-def fit_head(
-    model,
-    inputs: np.ndarray,
-    labels: np.ndarray,
+def set_trainable(model, mode: str, finetune_blocks: int = 1) -> None:
+    """head: only the head learns; finetune: also the top VGG16 blocks; full: everything."""
+    open_blocks = {"head": (), "finetune": VGG16_BLOCKS[:finetune_blocks], "full": VGG16_BLOCKS}
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            layer.trainable = layer.name.split("_")[0] in open_blocks[mode]
+        else:
+            layer.trainable = True
+
+
+def train(
+    config: TrainingConfig,
+    train_entries: list[LabelledImage],
+    validation_entries: list[LabelledImage],
     *,
-    epochs: int,
-    learning_rate: float = 1e-3,
-    batch_size: int = 32,
+    initial_model=None,
+    feature_cache_dir: Path | None = None,
     on_epoch_end: EpochCallback | None = None,
-) -> None:
-    """Train the classifier's head with its base frozen, extracting features only once."""
+) -> TrainedClassifier:
+    """Train (or, with initial_model, continue training) a classifier on streamed images."""
     import keras
 
-    extractor, head = split_at_features(model)
-    features = extractor.predict(inputs, batch_size=batch_size, verbose=0)
-    head.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy"
-    )
-    callbacks = []
-    if on_epoch_end is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: on_epoch_end(epoch + 1, dict(logs or {}))
+    keras.utils.set_random_seed(config.seed)
+    classes = list(config.classes)
+    if initial_model is not None and initial_model.input_shape[1] != config.input_size:
+        raise ValueError("The initial model's input size differs from the configuration's.")
+    model = initial_model or build_classifier(classes, config.input_size, config.base_weights)
+    preprocessing = config.preprocessing
+    labels = np.array([classes.index(entry.label) for entry in train_entries])
+    class_weight = _balanced_class_weights(labels, len(classes)) if config.class_weights else None
+    set_trainable(model, config.mode, config.finetune_blocks)
+
+    if config.mode == "head":
+        # A frozen base gives each image the same features every epoch: extract them once.
+        extractor, trainable = split_at_features(model)
+        train_inputs, _ = extract_features(
+            extractor, train_entries, preprocessing,
+            batch_size=config.batch_size, cache_dir=feature_cache_dir,
+        )  # fmt: skip
+        validation_inputs, _ = extract_features(
+            extractor, validation_entries, preprocessing,
+            batch_size=config.batch_size, cache_dir=feature_cache_dir,
+        )  # fmt: skip
+        fit_data = {"x": train_inputs, "y": labels, "batch_size": config.batch_size}
+
+        def predict_validation(trained):
+            return np.asarray(trained.predict(validation_inputs, verbose=0))
+    else:
+        trainable = model
+        fit_data = {
+            "x": make_batches(
+                train_entries,
+                classes,
+                preprocessing,
+                batch_size=config.batch_size,
+                augmentation=config.augmentation,
+                shuffle=True,
+                seed=config.seed,
             )
-        )
-    head.fit(features, labels, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+        }
 
+        def predict_validation(trained):
+            return predict_entries(trained, validation_entries, preprocessing, config.batch_size)
 
-def validate(
-    model, inputs: np.ndarray, labels: np.ndarray, classes: list[str], *, target_sensitivity: float
-) -> tuple[float, dict]:
-    """Choose the threshold for the target sensitivity on validation data; report at it."""
-    probabilities = model.predict(inputs, verbose=0)
+    from ml_core.callbacks import AucEarlyStopping
+
+    validation_positive = np.array([entry.label != NEGATIVE_CLASS for entry in validation_entries])
+    monitor = AucEarlyStopping(
+        predict_validation,
+        validation_positive,
+        classes,
+        patience=config.patience,
+        max_seconds=config.max_minutes * 60,
+        on_epoch_end=on_epoch_end,
+    )
+    trainable.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+    )
+    trainable.fit(
+        **fit_data,
+        epochs=config.epochs,
+        class_weight=class_weight,
+        callbacks=[monitor],
+        verbose=0,
+    )
+    monitor.restore_best()
+    probabilities = predict_entries(model, validation_entries, preprocessing, config.batch_size)
     scores = abnormal_scores(probabilities, classes)
-    is_positive = np.asarray([classes[label] != "normal" for label in labels])
-    threshold = choose_threshold(is_positive, scores, target_sensitivity)
-    return threshold, binary_report(is_positive, scores, threshold)
+    threshold = choose_threshold(validation_positive, scores, config.target_sensitivity)
+    validation = evaluation_report(
+        [entry.label for entry in validation_entries], probabilities, classes, threshold
+    )
+    validation["class_counts_train"] = class_counts(train_entries)
+    return TrainedClassifier(model, classes, preprocessing, threshold, validation, monitor.history)
+
+
+def predict_entries(
+    model, entries: list[LabelledImage], preprocessing: PreprocessingConfig, batch_size: int = 32
+) -> np.ndarray:
+    """(n, classes) probabilities for labelled images, streamed from disk."""
+    outputs = [np.zeros((0, model.output_shape[-1]))]
+    for start in range(0, len(entries), batch_size):
+        intensities = [
+            load_intensity(e.path, preprocessing) for e in entries[start : start + batch_size]
+        ]
+        outputs.append(
+            np.asarray(model.predict_on_batch(normalise(np.stack(intensities), preprocessing)))
+        )
+    return np.concatenate(outputs)
+
+
+def evaluate(
+    model,
+    entries: list[LabelledImage],
+    classes: list[str],
+    preprocessing: PreprocessingConfig,
+    threshold: float,
+) -> dict:
+    """Sensitivity-first report of a model on labelled images at its stored threshold."""
+    probabilities = predict_entries(model, entries, preprocessing)
+    return evaluation_report([entry.label for entry in entries], probabilities, classes, threshold)
+
+
+def _balanced_class_weights(labels: np.ndarray, class_count: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=class_count)
+    return {
+        index: float(len(labels) / (class_count * count)) if count else 0.0
+        for index, count in enumerate(counts)
+    }
 
 
 def train_on_phantoms(
@@ -80,22 +219,28 @@ def train_on_phantoms(
     keras.utils.set_random_seed(seed)
     preprocessing = PreprocessingConfig(input_size=input_size)
     model = build_classifier(PHANTOM_CLASSES, input_size, NO_WEIGHTS)
-    train_images, train_labels = draw_phantom_set(samples, size=input_size, seed=seed + 1)
-    fit_head(
-        model,
-        to_model_batch(train_images, preprocessing),
-        train_labels,
-        epochs=epochs,
-        on_epoch_end=on_epoch_end,
-    )
+    extractor, head = split_at_features(model)
+    images, labels = draw_phantom_set(samples, size=input_size, seed=seed + 1)
+    features = extractor.predict(to_model_batch(images, preprocessing), verbose=0)
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    callbacks = []
+    if on_epoch_end is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch_end(epoch + 1, dict(logs or {}))
+            )
+        )
+    head.fit(features, labels, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
     validation_images, validation_labels = draw_phantom_set(
         max(40, samples // 4), size=input_size, seed=seed + 2
     )
-    threshold, report = validate(
-        model,
-        to_model_batch(validation_images, preprocessing),
-        validation_labels,
-        PHANTOM_CLASSES,
-        target_sensitivity=target_sensitivity,
+    probabilities = np.asarray(
+        model.predict(to_model_batch(validation_images, preprocessing), verbose=0)
     )
-    return TrainedClassifier(model, PHANTOM_CLASSES, preprocessing, threshold, report)
+    is_positive = validation_labels == PHANTOM_CLASSES.index("stone")
+    threshold = choose_threshold(
+        is_positive, abnormal_scores(probabilities, PHANTOM_CLASSES), target_sensitivity
+    )
+    labels_named = [PHANTOM_CLASSES[label] for label in validation_labels]
+    validation = evaluation_report(labels_named, probabilities, PHANTOM_CLASSES, threshold)
+    return TrainedClassifier(model, PHANTOM_CLASSES, preprocessing, threshold, validation)

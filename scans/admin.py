@@ -1,7 +1,7 @@
 import io
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -10,6 +10,9 @@ from PIL import Image
 
 from ml_core.images import decode_image
 from scans.models import Prediction, Scan
+from scans.training_data import training_run_request
+from training.admin import TrainingRunAdmin
+from training.models import TrainingRun
 
 THUMBNAIL_SIDE = 160
 
@@ -117,3 +120,29 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.action(description="Start a new training run on the confirmed labels, same parameters")
+def start_training_run(modeladmin, request, queryset):
+    """Admin twin of POST /api/training-runs/: repeats the selected run's parameters."""
+    from training.services import TrainingRunActive
+
+    run = queryset.first()
+    try:
+        started = training_run_request(
+            parameters=run.parameters if run else None,
+            trigger=TrainingRun.Trigger.ADMIN,
+            requested_by=request.user,
+        )
+    except (TrainingRunActive, ValueError) as error:
+        modeladmin.message_user(request, str(error), messages.ERROR)
+        return
+    modeladmin.message_user(request, f"Training run {started.pk} queued.", messages.SUCCESS)
+
+
+admin.site.unregister(TrainingRun)
+
+
+@admin.register(TrainingRun)
+class TrainingRunWithStartAdmin(TrainingRunAdmin):
+    actions = [start_training_run]

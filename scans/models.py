@@ -15,6 +15,8 @@ class Scan(models.Model):
         PROCESSING = "processing"
         PREDICTED = "predicted"
         FAILED = "failed"
+        # Imported with a confirmed label for training; never sent for inference.
+        IMPORTED = "imported"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     file = models.FileField(upload_to=scan_upload_path)
@@ -35,6 +37,15 @@ class Scan(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    confirmed_label = models.CharField(max_length=32, blank=True, db_index=True)
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="confirmed_scans",
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created"]

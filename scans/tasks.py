@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from scans import inference
+from scans import inference, training_data
 
 MAX_RETRIES = 5
 
@@ -37,3 +37,10 @@ def requeue_stale_scans() -> int:
     for start in range(0, len(scan_ids), batch):
         classify_scans.delay(scan_ids[start : start + batch])
     return len(scan_ids)
+
+
+@shared_task
+def retrain_if_enough_new_labels() -> int | None:
+    """Periodic (celery beat): start a training run once enough new labels are confirmed."""
+    run = training_data.retrain_if_enough_new_labels()
+    return run.pk if run else None

@@ -135,7 +135,7 @@ def _purge_test_queues() -> None:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker):
-    """A real `celery worker` process on the inference and default queues, against Redis and
+    """A real `celery worker` process on all three queues, against Redis and
     the test database. Tests that use it need transactional database access so that the
     worker sees their committed rows."""
     from kidneyproject.celery import app
@@ -153,7 +153,7 @@ def celery_worker_process(django_db_setup, django_db_blocker):
                 "kidneyproject",
                 "worker",
                 "-Q",
-                "inference,default",
+                "inference,training,default",
                 "-c",
                 "2",
                 "-n",

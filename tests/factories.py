@@ -1,6 +1,7 @@
 """Rows for tests that need scans in a given state without going through an upload."""
 
 import hashlib
+import uuid
 
 from django.core.files.base import ContentFile
 
@@ -10,7 +11,7 @@ from scans.models import Prediction, Scan
 def make_scan(user, *, image: bytes | None = None, **fields) -> Scan:
     """A scan row; with `image`, its bytes are stored as the scan's file."""
     scan = Scan(
-        sha256=hashlib.sha256(image or b"").hexdigest(),
+        sha256=hashlib.sha256(image or uuid.uuid4().bytes).hexdigest(),
         content_type="image/png",
         width=64,
         height=64,

@@ -44,3 +44,17 @@ def png_bomb(side: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
     )
+
+
+def write_phantom_folder(root, *, per_class: int, size: int = 48, seed: int = 0) -> None:
+    """root/normal/ and root/stone/ with numbered phantom PNGs, like the kidney-ct layout."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    for label in ("normal", "stone"):
+        folder = Path(root) / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(1, per_class + 1):
+            pixels = draw_phantom(rng, size=size, with_stone=label == "stone")
+            image = Image.fromarray((pixels * 255).astype(np.uint8), mode="L")
+            (folder / f"{label.title()}- ({number}).png").write_bytes(encode(image))

@@ -125,4 +125,4 @@ def test_preprocessing_resizes_any_input_to_the_model_size():
     batch = to_model_batch(images, config)
 
     assert batch.shape == (2, 32, 32, 3)
-    assert config.to_dict() == {"input_size": 32, "resample": "bicubic"}
+    assert config.to_dict() == {"input_size": 32, "resample": "bicubic", "normalisation": "vgg16"}

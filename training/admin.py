@@ -1,20 +1,58 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from training.models import ModelVersion
+from training import services
+from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by services only: visible, never edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ["version", "status", "input_size", "threshold", "classes", "created"]
     list_filter = ["status", "input_size", "created"]
-    search_fields = ["version", "description", "artifact"]
-    readonly_fields = [
-        "version",
-        "classes",
-        "input_size",
-        "preprocessing",
-        "threshold",
-        "metrics",
-        "artifact",
-        "created",
-    ]
+    search_fields = ["version", "description", "artifact", "mlflow_run_id"]
+    actions = ["promote_through_gate"]
+
+    @admin.action(description="Promote through the gate (one version)")
+    def promote_through_gate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        try:
+            log = services.model_version_promote(model_version=queryset.get(), actor=request.user)
+        except services.PromotionRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+            return
+        level = messages.ERROR if log.decision == "rejected" else messages.SUCCESS
+        self.message_user(request, f"Gate: {log.decision}. {log.gate['checks']}", level)
+
+
+@admin.register(EvaluationSet)
+class EvaluationSetAdmin(ReadOnlyAdmin):
+    list_display = ["version", "size", "class_counts", "source", "created_by", "created"]
+    exclude = ["entries"]
+
+
+@admin.register(PromotionLog)
+class PromotionLogAdmin(ReadOnlyAdmin):
+    list_display = ["created", "action", "decision", "from_version", "to_version", "actor"]
+    list_filter = ["action", "decision"]
+    search_fields = ["reason"]
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "status", "trigger", "progress", "epoch", "model_version", "created"]
+    list_filter = ["status", "trigger"]
+    search_fields = ["data_source", "mlflow_run_id", "manifest_digest"]

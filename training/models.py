@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -22,6 +23,10 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     artifact = models.CharField(max_length=500, help_text="Location of the saved model.")
     description = models.TextField(blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_version = models.CharField(
+        max_length=32, blank=True, help_text="Version in the MLflow registry."
+    )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.CANDIDATE, db_index=True
     )
@@ -43,3 +48,133 @@ class ModelVersion(models.Model):
     @property
     def preprocessing_config(self) -> PreprocessingConfig:
         return PreprocessingConfig(input_size=self.input_size, **self.preprocessing)
+
+
+class EvaluationSet(models.Model):
+    """The frozen evaluation set every candidate and the serving version are compared on.
+    Frozen when first needed; extending it is an explicit action that makes a new version."""
+
+    version = models.PositiveIntegerField(unique=True)
+    entries = models.JSONField(help_text="Manifest: path, label, order, group, sha256.")
+    digest = models.CharField(max_length=64)
+    size = models.PositiveIntegerField()
+    class_counts = models.JSONField(default=dict)
+    source = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"evaluation set v{self.version} ({self.size} images)"
+
+
+class ModelEvaluation(models.Model):
+    """A model version's report on an evaluation set, computed once."""
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    evaluation_set = models.ForeignKey(
+        EvaluationSet, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    report = models.JSONField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "evaluation_set"], name="one_evaluation_per_set"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.model_version.version} on evaluation set v{self.evaluation_set.version}"
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    class Trigger(models.TextChoices):
+        API = "api"
+        ADMIN = "admin"
+        SCHEDULE = "schedule"
+        COMMAND = "command"
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    # True while queued or running, else NULL: the unique index allows one active run.
+    active = models.BooleanField(null=True, unique=True, default=True, editable=False)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    parameters = models.JSONField(default=dict)
+    data_source = models.CharField(max_length=300)
+    manifest_digest = models.CharField(max_length=64)
+    manifest_size = models.PositiveIntegerField()
+    class_counts = models.JSONField(default=dict)
+    progress = models.FloatField(default=0.0, help_text="0 to 1.")
+    epoch = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=list, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    model_version = models.OneToOneField(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="training_run",
+    )
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.status})"
+
+
+class PromotionLog(models.Model):
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+
+    class Decision(models.TextChoices):
+        PROMOTED = "promoted"
+        REJECTED = "rejected"
+        OVERRIDDEN = "overridden"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Empty when the system decided (after a scheduled training run).",
+    )
+    reason = models.TextField(blank=True)
+    gate = models.JSONField(help_text="Both versions' metrics and the gate's checks.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.action} to v{self.to_version.version}: {self.decision}"

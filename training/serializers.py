@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from training.models import ModelVersion
+from ml_core.training import MODES
+from training.models import ModelVersion, PromotionLog, TrainingRun
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -16,5 +17,74 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "threshold",
             "metrics",
             "description",
+            "mlflow_run_id",
+            "mlflow_version",
             "created",
         ]
+
+
+class PromotionRequestSerializer(serializers.Serializer):
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Serve it even if the gate refuses; the reason is logged.",
+    )
+
+
+class PromotionLogSerializer(serializers.ModelSerializer):
+    from_version = serializers.IntegerField(source="from_version.version", allow_null=True)
+    to_version = serializers.IntegerField(source="to_version.version")
+    actor = serializers.CharField(source="actor.username", allow_null=True)
+
+    class Meta:
+        model = PromotionLog
+        fields = [
+            "id",
+            "action",
+            "decision",
+            "from_version",
+            "to_version",
+            "actor",
+            "reason",
+            "gate",
+            "created",
+        ]
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+    url = serializers.HyperlinkedIdentityField(view_name="trainingrun-detail")
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "url",
+            "status",
+            "trigger",
+            "progress",
+            "epoch",
+            "parameters",
+            "data_source",
+            "manifest_digest",
+            "manifest_size",
+            "class_counts",
+            "metrics",
+            "history",
+            "mlflow_run_id",
+            "model_version",
+            "error",
+            "created",
+            "started",
+            "finished",
+        ]
+
+
+class TrainingRunRequestSerializer(serializers.Serializer):
+    """Optional overrides of the default retraining parameters."""
+
+    mode = serializers.ChoiceField(choices=MODES, required=False)
+    epochs = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    learning_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    max_minutes = serializers.FloatField(min_value=0.0, required=False)

@@ -1,14 +1,52 @@
-from rest_framework import viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from accounts.permissions import allow
 from accounts.roles import Role
-from training.models import ModelVersion
-from training.serializers import ModelVersionSerializer
+from training import services
+from training.models import ModelVersion, PromotionLog
+from training.serializers import (
+    ModelVersionSerializer,
+    PromotionLogSerializer,
+    PromotionRequestSerializer,
+)
+
+ML_ENGINEERS = allow(read=(Role.ML_ENGINEER,), write=(Role.ML_ENGINEER,))
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
-    """Model versions, newest first, with their threshold and validation metrics."""
+    """Model versions, newest first, with their threshold and metrics. ML engineers promote a
+    version or roll the serving one back, through the promotion gate."""
 
     queryset = ModelVersion.objects.all()
     serializer_class = ModelVersionSerializer
     permission_classes = [allow(read=tuple(Role))]
+
+    @extend_schema(request=PromotionRequestSerializer, responses={200: PromotionLogSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[ML_ENGINEERS])
+    def promote(self, request, pk=None):
+        return self._change_serving(request, services.model_version_promote)
+
+    @extend_schema(request=PromotionRequestSerializer, responses={200: PromotionLogSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[ML_ENGINEERS])
+    def rollback(self, request, pk=None):
+        return self._change_serving(request, services.model_version_rollback)
+
+    def _change_serving(self, request, change):
+        body = PromotionRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            log = change(
+                model_version=self.get_object(),
+                actor=request.user,
+                override_reason=body.validated_data["override_reason"],
+            )
+        except services.PromotionRefused as refusal:
+            return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
+        refused = log.decision == PromotionLog.Decision.REJECTED
+        return Response(
+            PromotionLogSerializer(log).data,
+            status=status.HTTP_409_CONFLICT if refused else status.HTTP_200_OK,
+        )

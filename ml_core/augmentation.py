@@ -1,0 +1,44 @@
+"""Training-time augmentation of intensity images: rotation, shifts, zoom and flips in one
+affine warp. Never applied to validation or evaluation data."""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    rotation_degrees: float = 10.0
+    shift: float = 0.1  # fraction of the side
+    zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            (self.rotation_degrees, self.shift, self.zoom, self.horizontal_flip, self.vertical_flip)
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A randomly warped copy of one (size, size) intensity image; edges fill with 0."""
+        if not self.enabled:
+            return image
+        angle = np.deg2rad(rng.uniform(-self.rotation_degrees, self.rotation_degrees))
+        scale = rng.uniform(1.0 - self.zoom, 1.0 + self.zoom)
+        flip_rows = -1.0 if self.vertical_flip and rng.random() < 0.5 else 1.0
+        flip_cols = -1.0 if self.horizontal_flip and rng.random() < 0.5 else 1.0
+        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+        # Maps output coordinates to input coordinates around the image centre.
+        matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag([flip_rows, flip_cols])
+        centre = (np.array(image.shape) - 1) / 2.0
+        shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(image.shape)
+        offset = centre - matrix @ (centre + shift)
+        return ndimage.affine_transform(image, matrix, offset=offset, order=1, cval=0.0)
+
+
+NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, False)

@@ -1,0 +1,57 @@
+"""Keras callbacks for training; imported only where Keras already is."""
+
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from ml_core.decision import abnormal_scores, roc_auc
+
+
+class AucEarlyStopping(keras.callbacks.Callback):
+    """Validation ROC AUC after each epoch; keeps the best weights; stops after `patience`
+    epochs without improvement or once `max_seconds` (0: none) have passed."""
+
+    def __init__(
+        self,
+        predict_validation: Callable[[object], np.ndarray],
+        is_positive: np.ndarray,
+        classes: list[str],
+        *,
+        patience: int,
+        max_seconds: float,
+        on_epoch_end: Callable[[int, dict], None] | None,
+    ):
+        super().__init__()
+        self.predict_validation = predict_validation
+        self.is_positive, self.classes = is_positive, classes
+        self.patience, self.max_seconds, self.report = patience, max_seconds, on_epoch_end
+        self.best_auc, self.best_weights, self.stale = -1.0, None, 0
+        self.history: list[dict] = []
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = abnormal_scores(self.predict_validation(self.model), self.classes)
+        auc = roc_auc(self.is_positive, scores) or 0.0
+        elapsed = time.monotonic() - self.started
+        row = {
+            "epoch": epoch + 1,
+            "loss": float((logs or {}).get("loss", 0.0)),
+            "val_auc": auc,
+            "seconds": elapsed,
+        }
+        self.history.append(row)
+        if auc > self.best_auc:
+            self.best_auc, self.best_weights, self.stale = auc, self.model.get_weights(), 0
+        else:
+            self.stale += 1
+        out_of_time = self.max_seconds and elapsed >= self.max_seconds
+        if self.stale >= self.patience or out_of_time:
+            self.model.stop_training = True
+        if self.report:
+            self.report(epoch + 1, row)
+
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)

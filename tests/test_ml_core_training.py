@@ -1,0 +1,170 @@
+"""ml_core training on streamed images: modes, splits, feature cache, evaluation."""
+
+import numpy as np
+import pytest
+
+from ml_core.augmentation import NO_AUGMENTATION, Augmentation
+from ml_core.classifier import build_classifier
+from ml_core.datasets import (
+    LabelledImage,
+    block_split,
+    folder_manifest,
+    manifest_digest,
+    manifest_from_json,
+    manifest_to_json,
+)
+from ml_core.feature_cache import extract_features
+from ml_core.training import TrainingConfig, evaluate, set_trainable, train
+from tests.images import write_phantom_folder
+
+TINY = {"input_size": 32, "batch_size": 16, "epochs": 2, "augmentation": NO_AUGMENTATION}
+
+
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantom_folder(root, per_class=30, size=48)
+    return root
+
+
+def test_folder_manifest_orders_by_the_number_in_the_file_name(phantom_folder):
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+
+    assert len(entries) == 60
+    stones = [entry for entry in entries if entry.label == "stone"]
+    assert [entry.path.rsplit("(", 1)[1] for entry in stones[:3]] == ["1).png", "2).png", "3).png"]
+    assert [entry.order for entry in stones] == list(range(30))
+    assert all(len(entry.sha256) == 64 for entry in entries)
+    assert manifest_from_json(manifest_to_json(entries)) == entries
+    assert manifest_digest(entries) == manifest_digest(list(entries))
+
+
+def test_block_split_holds_out_the_last_block_with_a_gap_and_keeps_studies_whole():
+    entries = [LabelledImage(f"n{i}", "normal", i) for i in range(20)]
+    entries += [LabelledImage(f"s{i}", "stone", i, group=f"study{i // 4}") for i in range(20)]
+
+    kept, held = block_split(entries, fraction=0.2, gap=2)
+
+    held_normal = sorted(entry.order for entry in held if entry.label == "normal")
+    kept_normal = sorted(entry.order for entry in kept if entry.label == "normal")
+    assert held_normal == [16, 17, 18, 19]
+    assert kept_normal == list(range(14))  # 14 and 15 are the gap
+    held_studies = {entry.group for entry in held if entry.label == "stone"}
+    assert held_studies == {"study4"}
+    assert not any(entry.group in held_studies for entry in kept)
+
+
+def test_augmentation_warps_training_images_and_can_be_off():
+    image = np.zeros((32, 32), np.float32)
+    image[8:16, 8:16] = 1.0
+    rng = np.random.default_rng(0)
+
+    warped = Augmentation(rotation_degrees=20, shift=0.1, zoom=0.1).apply(image, rng)
+
+    assert warped.shape == image.shape
+    assert not np.allclose(warped, image)
+    assert NO_AUGMENTATION.apply(image, rng) is image
+
+
+@pytest.mark.parametrize(
+    ("mode", "trainable_blocks"),
+    [("head", set()), ("finetune", {"block5"}), ("full", {f"block{i}" for i in range(1, 6)})],
+)
+def test_modes_choose_which_vgg16_blocks_learn(mode, trainable_blocks):
+    model = build_classifier(["normal", "stone"], 32, "none")
+
+    set_trainable(model, mode)
+
+    learning = {
+        layer.name.split("_")[0]
+        for layer in model.layers
+        if layer.name.startswith("block") and layer.trainable and layer.weights
+    }
+    assert learning == trainable_blocks
+    assert model.get_layer("probabilities").trainable
+
+
+def test_full_training_streams_reports_each_epoch_and_chooses_the_threshold(phantom_folder):
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    epochs = []
+
+    trained = train(
+        TrainingConfig(mode="full", **TINY),
+        kept,
+        validation,
+        on_epoch_end=lambda epoch, row: epochs.append((epoch, set(row))),
+    )
+
+    assert [epoch for epoch, _ in epochs] == [1, 2]
+    assert epochs[0][1] >= {"loss", "val_auc", "seconds"}
+    assert trained.preprocessing.normalisation == "unit"  # no pretrained weights
+    assert trained.validation["sensitivity"] >= 0.95
+    assert trained.validation["threshold"] == trained.threshold
+    assert trained.validation["n"] == {"normal": 8, "stone": 8}
+
+
+def test_head_training_reuses_cached_features(phantom_folder, tmp_path):
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    model = build_classifier(["normal", "stone"], 32, "none")
+    from ml_core.classifier import split_at_features
+
+    extractor, _ = split_at_features(model)
+    config = TrainingConfig(mode="head", learning_rate=1e-3, **TINY)
+
+    _, computed_first = extract_features(
+        extractor, kept, config.preprocessing, batch_size=16, cache_dir=tmp_path
+    )
+    trained = train(config, kept, validation, initial_model=model, feature_cache_dir=tmp_path)
+    _, computed_again = extract_features(
+        extractor, kept + validation, config.preprocessing, batch_size=16, cache_dir=tmp_path
+    )
+
+    assert computed_first == len(kept)
+    assert computed_again == 0  # the head's training changed no base weight
+    assert trained.model is model
+    report = evaluate(
+        trained.model, validation, ["normal", "stone"], trained.preprocessing, trained.threshold
+    )
+    assert report["n"] == {"normal": 8, "stone": 8}
+    assert sum(map(sum, report["confusion_matrix"]["rows"])) == 16
+
+
+def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
+    import keras
+
+    from ml_core.callbacks import AucEarlyStopping
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    constant = np.array([[0.6, 0.4], [0.4, 0.6]])  # the same AUC after every epoch
+    epochs = []
+    monitor = AucEarlyStopping(
+        lambda trained: constant,
+        np.array([False, True]),
+        ["normal", "stone"],
+        patience=2,
+        max_seconds=0,
+        on_epoch_end=lambda epoch, row: epochs.append(epoch),
+    )
+    data = np.random.default_rng(0).normal(size=(8, 3))
+
+    model.fit(data, np.arange(8) % 2, epochs=10, callbacks=[monitor], verbose=0)
+    first_epoch_weights = monitor.best_weights
+    monitor.restore_best()
+
+    assert epochs == [1, 2, 3]
+    for restored, best in zip(model.get_weights(), first_epoch_weights, strict=True):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_training_stops_when_its_time_budget_is_spent(phantom_folder):
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    config = TrainingConfig(mode="head", max_minutes=1e-6, **{**TINY, "epochs": 10})
+    epochs = []
+
+    train(config, kept, validation, on_epoch_end=lambda epoch, row: epochs.append(epoch))
+
+    assert epochs == [1]

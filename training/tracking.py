@@ -1,0 +1,110 @@
+"""MLflow: one run per training run, the registered model `kidney-ct-classifier`, and the
+aliases `champion` (serving) and `challenger` (newest candidate).
+
+MLflow is imported only here, lazily, so the web process never pays for it.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+REGISTERED_MODEL = "kidney-ct-classifier"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def _mlflow():
+    # No usage reports leave a hospital network.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
+    return mlflow
+
+
+def _experiment_id(mlflow) -> str:
+    experiment = mlflow.get_experiment_by_name(settings.MLFLOW_EXPERIMENT_NAME)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(
+        settings.MLFLOW_EXPERIMENT_NAME, artifact_location=settings.MLFLOW_ARTIFACT_LOCATION
+    )
+
+
+class TrainingTracker:
+    """Records one training run in MLflow: `with TrainingTracker(name) as tracker: ...`."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+        self.mlflow = _mlflow()
+        self.run = None
+
+    def __enter__(self) -> "TrainingTracker":
+        self.run = self.mlflow.start_run(
+            experiment_id=_experiment_id(self.mlflow), run_name=self.run_name
+        )
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        self.mlflow.end_run(status="FAILED" if error_type else "FINISHED")
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log_parameters(self, parameters: dict) -> None:
+        self.mlflow.log_params({key: _text(value) for key, value in parameters.items()})
+
+    def log_epoch(self, epoch: int, values: dict) -> None:
+        numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+        numbers.pop("epoch", None)
+        self.mlflow.log_metrics(numbers, step=epoch)
+
+    def log_report(self, prefix: str, report: dict) -> None:
+        """Scalar metrics under `prefix_`, the whole report as JSON, and its plots."""
+        scalars = {
+            f"{prefix}_{key}": float(report[key])
+            for key in ("sensitivity", "specificity", "auc", "threshold")
+            if report.get(key) is not None
+        }
+        self.mlflow.log_metrics(scalars)
+        self.mlflow.log_dict(report, f"reports/{prefix}.json")
+
+    def log_figure_png(self, name: str, png: bytes) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            path.write_bytes(png)
+            self.mlflow.log_artifact(str(path), artifact_path="plots")
+
+    def register_model(self, model_path: Path, description: str) -> str:
+        """Log the saved model, register it as a new version, alias it `challenger`."""
+        self.mlflow.log_artifact(str(model_path), artifact_path="model")
+        client = self.mlflow.MlflowClient()
+        try:
+            client.get_registered_model(REGISTERED_MODEL)
+        except self.mlflow.exceptions.MlflowException:
+            client.create_registered_model(REGISTERED_MODEL)
+        registered = client.create_model_version(
+            REGISTERED_MODEL,
+            source=self.mlflow.get_artifact_uri("model"),
+            run_id=self.run_id,
+            description=description,
+        )
+        client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, registered.version)
+        return str(registered.version)
+
+
+def set_champion(mlflow_version: str) -> None:
+    """Point the `champion` alias at the version that now serves."""
+    if not mlflow_version:
+        return
+    mlflow = _mlflow()
+    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
+
+
+def _text(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text[:500]
