@@ -8,7 +8,11 @@ from ml_core.datasets import block_split, folder_manifest
 from ml_core.training import MODES, TrainingConfig
 from scans.training_data import training_run_request
 from training.models import PromotionLog, TrainingRun
-from training.selectors import current_evaluation_set, evaluation_set_entries
+from training.selectors import (
+    current_evaluation_set,
+    evaluation_set_entries,
+    serving_model_version,
+)
 from training.services import (
     TrainingRunActive,
     evaluation_set_freeze,
@@ -50,6 +54,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--finetune-blocks", type=int, default=CPU_DEFAULTS.finetune_blocks)
         parser.add_argument("--no-augmentation", action="store_true")
+        parser.add_argument(
+            "--warm-start",
+            action="store_true",
+            help="Start from the serving version (its input size and preprocessing); with "
+            "--mode head this retrains only its head, on cached features.",
+        )
         parser.add_argument("--seed", type=int, default=CPU_DEFAULTS.seed)
         parser.add_argument(
             "--enqueue", action="store_true", help="Queue it for the training worker instead."
@@ -90,6 +100,16 @@ class Command(BaseCommand):
 
     def _create_run(self, options, config: TrainingConfig) -> TrainingRun:
         parameters = config.to_dict()
+        if options["warm_start"]:
+            serving = serving_model_version()
+            if serving is None:
+                raise ValueError("--warm-start needs a serving model version.")
+            parameters.update(
+                input_size=serving.input_size,
+                normalisation=serving.preprocessing_config.normalisation,
+                classes=serving.classes,
+                warm_start_from=serving.version,
+            )
         enqueue = options["enqueue"]
         if options["from_labels"]:
             return training_run_request(
@@ -122,7 +142,10 @@ class Command(BaseCommand):
         if run.status != TrainingRun.Status.SUCCEEDED:
             raise CommandError(f"Training run {run.pk} failed: {run.error}")
         candidate = run.model_version
-        self.stdout.write(f"Candidate v{candidate.version} (MLflow run {run.mlflow_run_id}).")
+        seconds = (run.finished - run.started).total_seconds()
+        self.stdout.write(
+            f"Candidate v{candidate.version} in {seconds:.1f} s (MLflow run {run.mlflow_run_id})."
+        )
         for name in ("validation", "evaluation"):
             report = run.metrics.get(name)
             if report:
