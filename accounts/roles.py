@@ -22,3 +22,39 @@ def user_has_role(user, *roles: Role) -> bool:
 def role_group(role: Role) -> Group:
     group, _ = Group.objects.get_or_create(name=str(role))
     return group
+
+
+# Django model permissions each role's group carries, for staff members using the admin.
+ROLE_PERMISSIONS = {
+    Role.CLINICIAN: ["scans.view_scan", "scans.view_prediction"],
+    Role.RADIOLOGIST: [
+        "scans.view_scan",
+        "scans.view_prediction",
+        "scans.view_reviewevent",
+        "scans.view_scanawaitingreview",
+        "scans.change_scanawaitingreview",
+    ],
+    Role.ML_ENGINEER: [
+        "scans.view_scan",
+        "scans.view_prediction",
+        "training.view_modelversion",
+        "training.change_modelversion",
+        "training.view_trainingrun",
+        "training.view_evaluationset",
+        "training.view_promotionlog",
+    ],
+}
+
+
+def sync_role_permissions(**kwargs) -> None:
+    """post_migrate: give each role's group its permissions (they exist only after migrate)."""
+    from django.contrib.auth.models import Permission
+
+    for role, names in ROLE_PERMISSIONS.items():
+        permissions = [
+            Permission.objects.filter(
+                content_type__app_label=name.split(".")[0], codename=name.split(".")[1]
+            ).first()
+            for name in names
+        ]
+        role_group(role).permissions.set([p for p in permissions if p is not None])

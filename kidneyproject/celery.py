@@ -12,6 +12,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue("inference"), Queue("training"), Queue("default")]
 app.conf.task_routes = {
     "scans.tasks.classify_scans": {"queue": "inference"},
+    "scans.tasks.compute_heatmap": {"queue": "inference"},
     "training.tasks.*": {"queue": "training"},
 }
 app.autodiscover_tasks()

@@ -122,6 +122,10 @@ TIME_ZONE = env("TZ_NAME", "UTC")
 USE_I18N = True
 USE_TZ = True
 
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/review/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
@@ -178,6 +182,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 # The service's own settings.
+KIDNEY_DEFAULT_ORGANISATION = env("KIDNEY_DEFAULT_ORGANISATION", "Default hospital")
 KIDNEY_MODELS_DIR = DATA_DIR / "models"
 KIDNEY_MAX_IMAGE_PIXELS = int(env("KIDNEY_MAX_IMAGE_PIXELS", str(6000 * 6000)))
 KIDNEY_MAX_UPLOAD_BYTES = int(env("KIDNEY_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
@@ -186,6 +191,8 @@ KIDNEY_INFERENCE_BATCH_SIZE = int(env("KIDNEY_INFERENCE_BATCH_SIZE", "16"))
 # The sweep re-sends scans queued longer than this, and releases claims older than the timeout.
 KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = int(env("KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS", "120"))
 KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
+# Grad-CAM heatmaps: "always" (by the worker with each batch) or "on_request" (first GET).
+KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "always")
 KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
 
 # MLflow: a sqlite store in the data folder by default, a tracking server in production.

@@ -1,19 +1,30 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from scans.pages import review_page
 from scans.training_views import TrainingRunViewSet
-from scans.views import ScanViewSet
-from training.views import ModelVersionViewSet
+from scans.views import ModelVersionWithAgreementViewSet, ReviewQueueView, ScanViewSet
 
 router = DefaultRouter()
 router.register("scans", ScanViewSet, basename="scan")
-router.register("models", ModelVersionViewSet, basename="modelversion")
+router.register("models", ModelVersionWithAgreementViewSet, basename="modelversion")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/review/", permanent=False)),
+    path("review/", review_page, name="review"),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/review-queue/", ReviewQueueView.as_view(), name="review-queue"),
+    # A file name, so no trailing slash (the router would add one).
+    path(
+        "api/scans/<uuid:pk>/heatmap.png",
+        ScanViewSet.as_view({"get": "heatmap"}),
+        name="scan-heatmap",
+    ),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

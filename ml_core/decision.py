@@ -103,3 +103,22 @@ def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
         false_positives / max(1, (~is_positive).sum()),
         true_positives / max(1, is_positive.sum()),
     )
+
+
+def label_agreement(true_labels: list[str], decided_labels: list[str], classes: list[str]):
+    """Decided labels against true ones: sensitivity and specificity of abnormal versus
+    normal, and the confusion matrix (rows true, columns decided)."""
+    names = list(classes) + sorted((set(true_labels) | set(decided_labels)) - set(classes))
+    matrix = [[0] * len(names) for _ in names]
+    for true, decided in zip(true_labels, decided_labels, strict=True):
+        matrix[names.index(true)][names.index(decided)] += 1
+    is_positive = np.array([label != NEGATIVE_CLASS for label in true_labels], dtype=bool)
+    said_positive = np.array([label != NEGATIVE_CLASS for label in decided_labels], dtype=bool)
+    true_positive = int(np.sum(is_positive & said_positive))
+    true_negative = int(np.sum(~is_positive & ~said_positive))
+    return {
+        "n": len(true_labels),
+        "sensitivity": _ratio(true_positive, int(is_positive.sum())),
+        "specificity": _ratio(true_negative, int((~is_positive).sum())),
+        "confusion_matrix": {"classes": names, "rows": matrix},
+    }

@@ -67,6 +67,9 @@ class TrainedClassifier:
     threshold: float
     validation: dict
     history: list[dict] = field(default_factory=list)
+    # Per validation image: is it abnormal, and P(abnormal); for ROC plots.
+    validation_positive: np.ndarray | None = None
+    validation_scores: np.ndarray | None = None
 
 
 def set_trainable(model, mode: str, finetune_blocks: int = 1) -> None:
@@ -163,7 +166,16 @@ def train(
         [entry.label for entry in validation_entries], probabilities, classes, threshold
     )
     validation["class_counts_train"] = class_counts(train_entries)
-    return TrainedClassifier(model, classes, preprocessing, threshold, validation, monitor.history)
+    return TrainedClassifier(
+        model,
+        classes,
+        preprocessing,
+        threshold,
+        validation,
+        monitor.history,
+        validation_positive,
+        scores,
+    )
 
 
 def predict_entries(

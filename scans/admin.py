@@ -8,8 +8,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from PIL import Image
 
+from accounts.roles import Role, user_has_role
 from ml_core.images import decode_image
-from scans.models import Prediction, Scan
+from scans import selectors, services
+from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
 from scans.training_data import training_run_request
 from training.admin import TrainingRunAdmin
 from training.models import TrainingRun
@@ -36,13 +38,24 @@ class PredictionInline(admin.StackedInline):
         return False
 
 
+class ReviewEventInline(admin.TabularInline):
+    model = ReviewEvent
+    extra = 0
+    can_delete = False
+    fields = ["created", "reviewer", "old_label", "new_label", "note", "model_label"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Scan)
 class ScanAdmin(admin.ModelAdmin):
     list_display = ["thumbnail", "id", "status", "predicted_label", "uploaded_by", "created"]
     list_filter = ["status", "prediction__label", "prediction__model_version", "created"]
     search_fields = ["id", "sha256", "uploaded_by__username"]
     list_select_related = ["prediction", "uploaded_by"]
-    inlines = [PredictionInline]
+    inlines = [PredictionInline, ReviewEventInline]
     readonly_fields = [
         "thumbnail",
         "id",
@@ -57,6 +70,11 @@ class ScanAdmin(admin.ModelAdmin):
         "attempts",
         "claimed_by",
         "claimed_at",
+        "organisation",
+        "confirmed_label",
+        "confirmed_by",
+        "confirmed_at",
+        "review_version",
     ]
     exclude = ["file"]
 
@@ -122,7 +140,10 @@ class PredictionAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Start a new training run on the confirmed labels, same parameters")
+@admin.action(
+    description="Start a new training run on the confirmed labels, same parameters",
+    permissions=["start_training"],
+)
 def start_training_run(modeladmin, request, queryset):
     """Admin twin of POST /api/training-runs/: repeats the selected run's parameters."""
     from training.services import TrainingRunActive
@@ -146,3 +167,73 @@ admin.site.unregister(TrainingRun)
 @admin.register(TrainingRun)
 class TrainingRunWithStartAdmin(TrainingRunAdmin):
     actions = [start_training_run]
+
+    def has_start_training_permission(self, request) -> bool:
+        return user_has_role(request.user, Role.ML_ENGINEER)
+
+
+def _review_all(modeladmin, request, queryset, label_of) -> None:
+    reviewed = 0
+    for scan in queryset.select_related("prediction"):
+        try:
+            services.scan_review(
+                scan_id=scan.pk,
+                reviewer=request.user,
+                label=label_of(scan),
+                note="admin bulk action",
+                read_version=scan.review_version,
+            )
+            reviewed += 1
+        except (services.StaleReview, services.UnknownLabel) as error:
+            modeladmin.message_user(request, f"{scan.pk}: {error}", messages.WARNING)
+    modeladmin.message_user(request, f"Reviewed {reviewed} scans.", messages.SUCCESS)
+
+
+@admin.register(ScanAwaitingReview)
+class ReviewQueueAdmin(ScanAdmin):
+    """Same order as GET /api/review-queue/; bulk actions write the same review events."""
+
+    list_display = [
+        "thumbnail", "id", "predicted_label", "abnormal_score", "threshold", "created",
+    ]  # fmt: skip
+    list_filter = ["prediction__label", "prediction__model_version"]
+    inlines = []
+
+    def get_queryset(self, request):
+        return selectors.review_queue()
+
+    def get_ordering(self, request):
+        return ["margin", "created"]
+
+    @admin.display(description="P(abnormal)")
+    def abnormal_score(self, scan) -> str:
+        return f"{scan.prediction.abnormal_score:.3f}"
+
+    @admin.display(description="Threshold")
+    def threshold(self, scan) -> str:
+        return f"{scan.prediction.threshold:.3f}"
+
+    def has_review_permission(self, request) -> bool:
+        return user_has_role(request.user, Role.RADIOLOGIST)
+
+    def get_actions(self, request):
+        if not self.has_review_permission(request):
+            return {}
+        actions = {
+            "confirm_prediction": (
+                lambda admin_, request_, queryset: _review_all(
+                    admin_, request_, queryset, lambda scan: scan.prediction.label
+                ),
+                "confirm_prediction",
+                "Confirm the prediction",
+            )
+        }
+        for label in settings.KIDNEY_CLASSES:
+            actions[f"relabel_as_{label}"] = (
+                lambda admin_, request_, queryset, label=label: _review_all(
+                    admin_, request_, queryset, lambda scan: label
+                ),
+                f"relabel_as_{label}",
+                f"Relabel as {label}",
+            )
+        return actions

@@ -6,11 +6,13 @@ import time
 
 import numpy as np
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ml_core.decision import decide
+from ml_core.decision import abnormal_scores, decide
+from ml_core.gradcam import gradcam, overlay_png
 from ml_core.images import ImageDecodeError, decode_image
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
@@ -30,10 +32,15 @@ class NoServingModel(RuntimeError):
 
 
 def serving_predictor() -> tuple[ModelVersion, Predictor]:
-    global _loaded
     model_version = serving_model_version()
     if model_version is None:
         raise NoServingModel("No model version is serving; bootstrap or promote one.")
+    return model_version, predictor_for(model_version)
+
+
+def predictor_for(model_version: ModelVersion) -> Predictor:
+    """The loaded model of this version, loading it (once) if another one is loaded."""
+    global _loaded
     if _loaded is None or _loaded[0] != model_version.pk:
         path = model_artifact_path(model_version)
         logger.info("Loading model v%s from %s", model_version.version, path)
@@ -41,7 +48,7 @@ def serving_predictor() -> tuple[ModelVersion, Predictor]:
             model_version.pk,
             Predictor.load(str(path), max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE),
         )
-    return model_version, _loaded[1]
+    return _loaded[1]
 
 
 def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[Scan]:
@@ -122,16 +129,45 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
         pixels.append(image.pixels)
     if not readable:
         return 0
+    batch = to_model_batch(pixels, model_version.preprocessing_config)
     started = time.perf_counter()
-    probabilities = predictor.predict(to_model_batch(pixels, model_version.preprocessing_config))
+    probabilities = predictor.predict(batch)
     share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
+    overlays = (
+        heatmap_overlays(predictor.model, model_version, readable, batch)
+        if settings.KIDNEY_GRADCAM == "always"
+        else {}
+    )
     predictions_store(
         scans=readable,
         model_version=model_version,
         probabilities=probabilities,
         inference_ms=share_ms,
+        overlays=overlays,
     )
     return len(readable)
+
+
+def heatmap_overlays(model, model_version, scans: list[Scan], batch: np.ndarray) -> dict:
+    """Grad-CAM overlay PNGs, by scan id, each at its scan's size."""
+    maps = gradcam(model, batch, model_version.classes)
+    return {
+        scan.pk: overlay_png(heat, scan.width, scan.height)
+        for scan, heat in zip(scans, maps, strict=True)
+    }
+
+
+def heatmap_compute(*, scan_id) -> None:
+    """On request: the overlay of one scan's prediction, by the version that made it."""
+    prediction = Prediction.objects.select_related("scan", "model_version").get(scan_id=scan_id)
+    if prediction.heatmap:
+        return
+    scan, model_version = prediction.scan, prediction.model_version
+    with scan.file.open("rb") as stored:
+        image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
+    batch = to_model_batch([image.pixels], model_version.preprocessing_config)
+    overlay = heatmap_overlays(predictor_for(model_version).model, model_version, [scan], batch)
+    prediction.heatmap.save(f"{scan.pk}.png", ContentFile(overlay[scan.pk]), save=True)
 
 
 def scan_fail(*, scan: Scan, reason: str) -> None:
@@ -147,9 +183,11 @@ def predictions_store(
     model_version: ModelVersion,
     probabilities: np.ndarray,
     inference_ms: float,
+    overlays: dict,
 ) -> None:
-    """Store one batch's predictions in one transaction. Scans predicted meanwhile (by a
-    redelivered task) are left as they are, so a second call changes nothing."""
+    """Store one batch's predictions (with their heatmaps, if any) in one transaction. Scans
+    predicted meanwhile (by a redelivered task) are left as they are, so a second call
+    changes nothing."""
     row_of = {scan.pk: row for row, scan in enumerate(scans)}
     pending = list(
         Scan.objects.select_for_update()
@@ -158,7 +196,8 @@ def predictions_store(
         .values_list("pk", flat=True)
     )
     classes = model_version.classes
-    Prediction.objects.bulk_create(
+    scores = abnormal_scores(probabilities, classes)
+    predictions = Prediction.objects.bulk_create(
         Prediction(
             scan_id=scan_id,
             model_version=model_version,
@@ -167,12 +206,18 @@ def predictions_store(
                 name: float(value)
                 for name, value in zip(classes, probabilities[row_of[scan_id]], strict=True)
             },
+            abnormal_score=float(scores[row_of[scan_id]]),
             threshold=model_version.threshold,
             inference_ms=inference_ms,
             batch_size=len(scans),
         )
         for scan_id in pending
     )
+    for prediction in predictions:
+        if prediction.scan_id in overlays:
+            prediction.heatmap.save(
+                f"{prediction.scan_id}.png", ContentFile(overlays[prediction.scan_id]), save=True
+            )
     Scan.objects.filter(pk__in=pending).update(
         status=Scan.Status.PREDICTED, error="", claimed_by="", claimed_at=None
     )

@@ -27,6 +27,14 @@ class Scan(models.Model):
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans"
     )
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="scans",
+        help_text="The uploader's organisation; its clinicians see the scan.",
+    )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -46,6 +54,9 @@ class Scan(models.Model):
         related_name="confirmed_scans",
     )
     confirmed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    review_version = models.PositiveIntegerField(
+        default=0, help_text="Increases with every review: a stale write is refused."
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -61,12 +72,19 @@ class Prediction(models.Model):
     )
     label = models.CharField(max_length=32, db_index=True)
     probabilities = models.JSONField(help_text="Probability per class name.")
+    abnormal_score = models.FloatField(
+        help_text="P(any class but normal), compared with the threshold.",
+        db_index=True,
+    )
     threshold = models.FloatField(help_text="The model version's threshold when predicted.")
     inference_ms = models.FloatField(
         help_text="This scan's share of its batch's forward pass, in milliseconds."
     )
     batch_size = models.PositiveSmallIntegerField(
         help_text="How many scans shared the forward pass."
+    )
+    heatmap = models.FileField(
+        upload_to="heatmaps/", blank=True, help_text="Grad-CAM overlay (RGBA PNG)."
     )
     created = models.DateTimeField(auto_now_add=True)
 
@@ -75,3 +93,37 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} by v{self.model_version.version} for {self.scan_id}"
+
+
+class ReviewEvent(models.Model):
+    """One confirmation or relabelling, kept forever: who, when, old and new label, note, and
+    what the model said at that moment."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="review_events")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_events"
+    )
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    old_label = models.CharField(max_length=32, blank=True)
+    new_label = models.CharField(max_length=32)
+    note = models.TextField(blank=True)
+    model_version = models.ForeignKey(
+        "training.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    model_label = models.CharField(max_length=32, blank=True)
+    model_probabilities = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} set {self.new_label} on {self.scan_id}"
+
+
+class ScanAwaitingReview(Scan):
+    """The review queue in the admin: predicted, unreviewed scans, most uncertain first."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "scan awaiting review"
+        verbose_name_plural = "review queue"

@@ -1,15 +1,22 @@
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.db.models.functions import Abs
 
 from accounts.roles import Role, user_has_role
-from scans.models import Scan
+from accounts.services import user_organisation
+from ml_core.decision import label_agreement
+from scans.models import Prediction, Scan
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
-    """Radiologists, ML engineers and staff see every scan; clinicians see their uploads."""
+    """Radiologists, ML engineers and staff see every scan; clinicians see the scans of their
+    organisation (their own uploads, if they belong to none)."""
     scans = Scan.objects.select_related("prediction__model_version")
     if user_has_role(user, Role.RADIOLOGIST, Role.ML_ENGINEER):
         return scans
-    return scans.filter(uploaded_by=user)
+    organisation = user_organisation(user)
+    if organisation is None:
+        return scans.filter(uploaded_by=user)
+    return scans.filter(organisation=organisation)
 
 
 def scans_filtered(scans: QuerySet[Scan], *, status: str | None, label: str | None):
@@ -18,3 +25,24 @@ def scans_filtered(scans: QuerySet[Scan], *, status: str | None, label: str | No
     if label:
         scans = scans.filter(prediction__label=label)
     return scans
+
+
+def review_queue() -> QuerySet[Scan]:
+    """Predicted scans nobody has reviewed, the most uncertain first: those whose P(abnormal)
+    is closest to their version's threshold."""
+    return (
+        Scan.objects.filter(status=Scan.Status.PREDICTED, confirmed_label="")
+        .select_related("prediction__model_version")
+        .annotate(margin=Abs(F("prediction__abnormal_score") - F("prediction__threshold")))
+        .order_by("margin", "created")
+    )
+
+
+def model_version_agreement(model_version) -> dict:
+    """The version's predictions against the labels radiologists confirmed."""
+    pairs = Prediction.objects.filter(model_version=model_version).exclude(scan__confirmed_label="")
+    rows = list(pairs.values_list("scan__confirmed_label", "label"))
+    return label_agreement(
+        [confirmed for confirmed, _ in rows], [predicted for _, predicted in rows],
+        model_version.classes,
+    )  # fmt: skip

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from scans.models import Prediction, Scan
+from scans.models import Prediction, ReviewEvent, Scan
 
 
 class ScanUploadSerializer(serializers.Serializer):
@@ -23,6 +23,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         fields = [
             "label",
             "probabilities",
+            "abnormal_score",
             "model_version",
             "threshold",
             "inference_ms",
@@ -43,6 +44,9 @@ class ScanSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "prediction",
+            "confirmed_label",
+            "confirmed_at",
+            "review_version",
             "content_type",
             "width",
             "height",
@@ -53,3 +57,41 @@ class ScanSerializer(serializers.ModelSerializer):
     def get_prediction(self, scan: Scan) -> PredictionSerializer(allow_null=True):
         prediction = getattr(scan, "prediction", None)
         return PredictionSerializer(prediction).data if prediction else None
+
+
+class ReviewRequestSerializer(serializers.Serializer):
+    label = serializers.CharField(max_length=32)
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+    version = serializers.IntegerField(
+        min_value=0, help_text="The scan's review_version you read: a stale write gets 409."
+    )
+
+
+class ReviewEventSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username")
+    model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+
+    class Meta:
+        model = ReviewEvent
+        fields = [
+            "id",
+            "reviewer",
+            "created",
+            "old_label",
+            "new_label",
+            "note",
+            "model_version",
+            "model_label",
+            "model_probabilities",
+        ]
+
+
+class ReviewQueueItemSerializer(ScanSerializer):
+    positive = serializers.SerializerMethodField(help_text="The model called it abnormal.")
+    margin = serializers.FloatField(help_text="|P(abnormal) - threshold|: smaller is less sure.")
+
+    class Meta(ScanSerializer.Meta):
+        fields = [*ScanSerializer.Meta.fields, "positive", "margin"]
+
+    def get_positive(self, scan: Scan) -> bool:
+        return scan.prediction.abnormal_score >= scan.prediction.threshold

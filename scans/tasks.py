@@ -44,3 +44,9 @@ def retrain_if_enough_new_labels() -> int | None:
     """Periodic (celery beat): start a training run once enough new labels are confirmed."""
     run = training_data.retrain_if_enough_new_labels()
     return run.pk if run else None
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def compute_heatmap(scan_id: str) -> None:
+    """Grad-CAM for one prediction, when KIDNEY_GRADCAM is "on_request"."""
+    inference.heatmap_compute(scan_id=scan_id)

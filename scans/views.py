@@ -1,9 +1,12 @@
 from django.conf import settings
+from django.db import transaction
+from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import MultiPartParser
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.permissions import allow
@@ -11,7 +14,18 @@ from accounts.roles import Role
 from ml_core.images import ImageDecodeError
 from scans import selectors, services
 from scans.models import Scan
-from scans.serializers import ScanAcceptedSerializer, ScanSerializer, ScanUploadSerializer
+from scans.serializers import (
+    ReviewEventSerializer,
+    ReviewQueueItemSerializer,
+    ReviewRequestSerializer,
+    ScanAcceptedSerializer,
+    ScanSerializer,
+    ScanUploadSerializer,
+)
+from scans.tasks import compute_heatmap
+from training.views import ModelVersionViewSet
+
+RADIOLOGISTS = allow(read=(Role.RADIOLOGIST,), write=(Role.RADIOLOGIST,))
 
 
 class UploadTooLarge(APIException):
@@ -29,7 +43,7 @@ class ScanViewSet(
     reading; they never replace it."""
 
     serializer_class = ScanSerializer
-    parser_classes = [MultiPartParser]
+    parser_classes = [MultiPartParser, JSONParser]
     permission_classes = [
         allow(read=tuple(Role), write=(Role.CLINICIAN, Role.RADIOLOGIST)),
     ]
@@ -73,3 +87,79 @@ class ScanViewSet(
             raise ValidationError({"file": [str(error)]}) from None
         accepted = ScanAcceptedSerializer(scan, context={"request": request})
         return Response(accepted.data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ReviewRequestSerializer, responses={200: ReviewEventSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[RADIOLOGISTS])
+    def review(self, request, pk=None):
+        """Confirm or relabel: send the label, a note and the review_version you read."""
+        scan = self.get_object()
+        body = ReviewRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            event = services.scan_review(
+                scan_id=scan.pk,
+                reviewer=request.user,
+                label=body.validated_data["label"],
+                note=body.validated_data["note"],
+                read_version=body.validated_data["version"],
+            )
+        except services.StaleReview as stale:
+            return Response(
+                {"detail": str(stale), "review_version": stale.current_version},
+                status=status.HTTP_409_CONFLICT,
+            )
+        except services.UnknownLabel as unknown:
+            raise ValidationError({"label": [str(unknown)]}) from None
+        return Response(ReviewEventSerializer(event).data)
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def image(self, request, pk=None):
+        """The uploaded image as stored (PNG or JPEG), for viewing."""
+        scan = self.get_object()
+        return FileResponse(scan.file.open("rb"), content_type=scan.content_type)
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 202: None, 404: None})
+    @action(detail=True, methods=["get"], url_path="heatmap.png")
+    def heatmap(self, request, pk=None):
+        """The Grad-CAM overlay (RGBA PNG, the scan's size): where the evidence for
+        "abnormal" lies. 202 while it is being computed; ask again."""
+        scan = self.get_object()
+        prediction = getattr(scan, "prediction", None)
+        if prediction is None:
+            raise NotFound("The scan has no prediction yet.")
+        if prediction.heatmap:
+            return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+        if settings.KIDNEY_GRADCAM == "on_request":
+            transaction.on_commit(lambda: compute_heatmap.delay(str(scan.pk)))
+        return Response(
+            {"detail": "The heatmap is being computed; ask again shortly."},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(responses={200: ReviewEventSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def reviews(self, request, pk=None):
+        """Every review of this scan, newest first: the audit trail."""
+        events = self.get_object().review_events.select_related("reviewer", "model_version")
+        return Response(ReviewEventSerializer(events, many=True).data)
+
+
+class ReviewQueueView(generics.ListAPIView):
+    """Predicted scans awaiting review, the most uncertain first; `positive` flags the ones
+    the model called abnormal."""
+
+    serializer_class = ReviewQueueItemSerializer
+    permission_classes = [RADIOLOGISTS]
+
+    def get_queryset(self):
+        return selectors.review_queue()
+
+
+class ModelVersionWithAgreementViewSet(ModelVersionViewSet):
+    """Model versions; the detail adds how the version agrees with confirmed labels."""
+
+    def retrieve(self, request, *args, **kwargs):
+        response = super().retrieve(request, *args, **kwargs)
+        response.data["agreement"] = selectors.model_version_agreement(self.get_object())
+        return response

@@ -57,3 +57,67 @@ def test_non_staff_users_are_sent_to_the_admin_login(client, stored_prediction):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def staff_in_role(role: str, username: str):
+    from accounts.roles import Role
+    from accounts.services import api_user_upsert
+
+    user, _ = api_user_upsert(username=username, role=Role(role))
+    user.is_staff = True
+    user.save()
+    return user
+
+
+@pytest.mark.django_db
+def test_staff_radiologists_review_from_the_admin_queue_with_bulk_actions(
+    client, stored_prediction
+):
+    scan = stored_prediction.scan
+    scan.confirmed_label = ""
+    scan.save()
+    client.force_login(staff_in_role("radiologist", "staff-radiologist"))
+
+    queue = client.get("/admin/scans/scanawaitingreview/")
+    relabel = client.post(
+        "/admin/scans/scanawaitingreview/",
+        {"action": "relabel_as_normal", "_selected_action": [str(scan.pk)]},
+    )
+
+    assert queue.status_code == 200
+    assert str(scan.pk) in queue.content.decode()
+    assert relabel.status_code == 302
+    event = scan.review_events.get()
+    assert (event.old_label, event.new_label, event.model_label) == ("", "normal", "stone")
+    assert event.reviewer.username == "staff-radiologist"
+
+
+@pytest.mark.django_db
+def test_staff_clinicians_cannot_open_the_review_queue_or_promote(client, stored_prediction):
+    client.force_login(staff_in_role("clinician", "staff-clinician"))
+
+    assert client.get("/admin/scans/scanawaitingreview/").status_code == 403
+    assert client.get("/admin/scans/scan/").status_code == 200  # they may look at scans
+    assert client.get("/admin/training/modelversion/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_staff_ml_engineers_promote_through_the_gate_from_the_admin(
+    client, stored_prediction, serving_model
+):
+    from training.models import PromotionLog
+
+    serving_model.status = "candidate"
+    serving_model.save()
+    client.force_login(staff_in_role("ml_engineer", "staff-engineer"))
+
+    response = client.post(
+        "/admin/training/modelversion/",
+        {"action": "promote_through_gate", "_selected_action": [str(serving_model.pk)]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    # No evaluation set is frozen yet: the gate refuses, and says why.
+    assert "No evaluation set is frozen yet" in response.content.decode()
+    assert not PromotionLog.objects.exists()

@@ -192,14 +192,20 @@ def test_list_is_paginated_and_filters_by_status_and_label(client_for, serving_m
 
 
 @pytest.mark.django_db
-def test_clinicians_see_only_their_own_scans_and_radiologists_see_all(client_for):
+def test_clinicians_see_their_organisations_scans_and_radiologists_see_all(client_for):
+    from accounts.services import api_user_upsert
+
     alice = client_for("clinician", "alice")
+    carol = client_for("clinician", "carol")
     bob = client_for("clinician", "bob")
+    api_user_upsert(username="alice", role="clinician", organisation="North")
+    api_user_upsert(username="carol", role="clinician", organisation="North")
+    api_user_upsert(username="bob", role="clinician", organisation="South")
     radiologist = client_for("radiologist")
     alices = make_scan(alice.user)
     make_scan(bob.user)
 
-    assert [item["id"] for item in alice.get("/api/scans/").json()["results"]] == [str(alices.id)]
+    assert [item["id"] for item in carol.get("/api/scans/").json()["results"]] == [str(alices.id)]
     assert bob.get(f"/api/scans/{alices.id}/").status_code == 404
     assert radiologist.get("/api/scans/").json()["count"] == 2
 

@@ -77,3 +77,28 @@ def test_beat_runs_the_sweep_every_minute_by_default():
     assert schedule.enabled
     assert schedule.interval.every == 60
     assert schedule.interval.period == "seconds"
+
+
+@pytest.mark.django_db
+def test_heatmaps_on_request_are_computed_by_the_task_then_served(
+    client_for, serving_model, settings, django_capture_on_commit_callbacks
+):
+    from scans.tasks import compute_heatmap
+    from tests.factories import make_prediction
+
+    settings.KIDNEY_GRADCAM = "on_request"
+    client = client_for("radiologist")
+    scan = make_scan(client.user, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
+    make_prediction(scan, serving_model, label="stone", stone=0.9)
+    waiting = make_scan(client.user)
+
+    with django_capture_on_commit_callbacks() as sent:
+        pending = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+    compute_heatmap.apply(args=[str(scan.pk)]).get()
+    ready = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+
+    assert pending.status_code == 202
+    assert len(sent) == 1
+    assert ready.status_code == 200
+    assert ready["Content-Type"] == "image/png"
+    assert client.get(f"/api/scans/{waiting.pk}/heatmap.png").status_code == 404

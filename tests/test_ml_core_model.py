@@ -164,3 +164,35 @@ def test_training_on_phantoms_learns_and_reports_sensitivity_first():
     images, _ = draw_phantom_set(4, size=48, seed=9)
     batch = to_model_batch(images, PreprocessingConfig(input_size=48))
     assert np.asarray(trained.model.predict_on_batch(batch)).shape == (4, 2)
+
+
+def test_gradcam_points_at_the_stone_of_a_phantom():
+    from ml_core.gradcam import gradcam, overlay_png
+    from ml_core.phantoms import draw_phantom
+
+    trained = train_on_phantoms(input_size=64, samples=400, epochs=30, target_sensitivity=0.95)
+    rng = np.random.default_rng(42)
+    stones = [draw_phantom(rng, size=64, with_stone=True) for _ in range(6)]
+    batch = to_model_batch(stones, trained.preprocessing)
+
+    maps = gradcam(trained.model, batch, trained.classes)
+
+    assert maps.shape == (6, 4, 4)
+    assert maps.min() >= 0.0
+    assert maps.max() <= 1.0
+    hits = 0
+    for image, heat in zip(stones, maps, strict=True):
+        stone_row, stone_col = np.unravel_index(np.argmax(image), image.shape)
+        hot_row, hot_col = np.unravel_index(np.argmax(heat), heat.shape)
+        hits += (abs(hot_row * 16 + 8 - stone_row) <= 24) and (
+            abs(hot_col * 16 + 8 - stone_col) <= 24
+        )
+    assert hits >= 4  # the hottest cell is near the brightest spot in most phantoms
+    png = overlay_png(maps[0], 100, 80)
+    import io
+
+    from PIL import Image
+
+    overlay = Image.open(io.BytesIO(png))
+    assert overlay.mode == "RGBA"
+    assert overlay.size == (100, 80)

@@ -1,9 +1,12 @@
 """Upload -> real Celery worker process on Redis -> stored prediction, on PostgreSQL."""
 
+import io
+
 import numpy as np
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 
 from ml_core.decision import decide
 from ml_core.images import decode_image
@@ -61,6 +64,12 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
     pixels = decode_image(data, max_pixels=10**7).pixels
     expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
     np.testing.assert_allclose(probabilities, expected[0], atol=1e-4)
+    # The worker stored a Grad-CAM overlay the size of the upload.
+    heatmap = client.get(f"/api/scans/{body['id']}/heatmap.png")
+    assert heatmap.status_code == 200
+    assert heatmap["Content-Type"] == "image/png"
+    overlay = Image.open(io.BytesIO(b"".join(heatmap.streaming_content)))
+    assert (overlay.mode, overlay.size) == ("RGBA", (96, 96))
 
 
 def test_a_burst_of_uploads_is_classified_in_batches(client_for, serving_model):

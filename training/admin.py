@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from accounts.roles import Role, user_has_role
 from training import services
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
 
@@ -24,7 +25,10 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     search_fields = ["version", "description", "artifact", "mlflow_run_id"]
     actions = ["promote_through_gate"]
 
-    @admin.action(description="Promote through the gate (one version)")
+    def has_promote_permission(self, request) -> bool:
+        return user_has_role(request.user, Role.ML_ENGINEER)
+
+    @admin.action(description="Promote through the gate (one version)", permissions=["promote"])
     def promote_through_gate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)

@@ -351,8 +351,7 @@ def _train(run: TrainingRun, progress: EpochCallback | None) -> None:
     import keras
 
     from ml_core import plots
-    from ml_core.decision import abnormal_scores
-    from ml_core.training import predict_entries, train
+    from ml_core.training import train
 
     config = training_config_from_parameters(run.parameters)
     manifest_path = settings.KIDNEY_MANIFESTS_DIR / f"{run.manifest_digest}.json"
@@ -396,11 +395,11 @@ def _train(run: TrainingRun, progress: EpochCallback | None) -> None:
             on_epoch_end=on_epoch_end,
         )
         tracker.log_report("validation", trained.validation)
-        probabilities = predict_entries(trained.model, validation_entries, trained.preprocessing)
-        is_positive = [entry.label != "normal" for entry in validation_entries]
-        scores = abnormal_scores(probabilities, trained.classes)
         tracker.log_figure_png(
-            "validation_roc.png", plots.roc_png(is_positive, scores, trained.validation)
+            "validation_roc.png",
+            plots.roc_png(
+                trained.validation_positive, trained.validation_scores, trained.validation
+            ),
         )
         tracker.log_figure_png("validation_confusion.png", plots.confusion_png(trained.validation))
 
@@ -425,11 +424,12 @@ def _train(run: TrainingRun, progress: EpochCallback | None) -> None:
         status=TrainingRun.Status.SUCCEEDED,
         active=None,
         progress=1.0,
-        metrics={"validation": trained.validation, **candidate.metrics},
+        metrics=candidate.metrics,
         history=trained.history,
         model_version=candidate,
         finished=timezone.now(),
     )
+    # The run has succeeded whatever the gate decides: the candidate stays registered.
     try:
         log = model_version_promote(model_version=candidate)
         logger.info("Training run %s: candidate v%s %s", run.pk, candidate.version, log.decision)
@@ -437,3 +437,5 @@ def _train(run: TrainingRun, progress: EpochCallback | None) -> None:
         logger.info(
             "Training run %s: candidate v%s not promoted: %s", run.pk, candidate.version, refusal
         )
+    except Exception:
+        logger.exception("Training run %s: the promotion gate failed", run.pk)

@@ -10,8 +10,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--role", required=True, choices=[str(role) for role in Role])
+        parser.add_argument(
+            "--organisation",
+            help="Hospital or clinic (default: the user's current one, or "
+            "KIDNEY_DEFAULT_ORGANISATION for a new user).",
+        )
 
-    def handle(self, *args, username, role, **options):
-        user, token = api_user_upsert(username=username, role=Role(role))
-        self.stderr.write(f"User {user.username!r} has the role {role}. API token:")
+    def handle(self, *args, username, role, organisation, **options):
+        user, token = api_user_upsert(username=username, role=Role(role), organisation=organisation)
+        self.stderr.write(
+            f"User {user.username!r} has the role {role} at {user.membership.organisation}. "
+            "API token:"
+        )
         self.stdout.write(token)

@@ -1,0 +1,167 @@
+"""Radiologist feedback through the API: roles, review with audit trail, stale writes,
+the review queue and agreement per model version."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from scans.models import ReviewEvent, Scan
+from tests.factories import make_prediction, make_scan
+
+
+@pytest.fixture
+def predicted(db, client_for, serving_model):
+    """Five predicted scans with P(stone) spread around the serving threshold."""
+    owner = client_for("clinician", "uploader").user
+    threshold = serving_model.threshold
+    scans = {}
+    for name, offset in {"far_no": -0.4, "near_no": -0.05, "nearest": 0.01, "near_yes": 0.1,
+                         "far_yes": 0.45}.items():  # fmt: skip
+        stone = min(1.0, max(0.0, threshold + offset))
+        scan = make_scan(owner, status=Scan.Status.PREDICTED)
+        make_prediction(
+            scan, serving_model, label="stone" if stone >= threshold else "normal", stone=stone
+        )
+        scans[name] = scan
+    return scans
+
+
+def review(client, scan, label, *, version=None, note=""):
+    if version is None:
+        version = client.get(f"/api/scans/{scan.pk}/").json()["review_version"]
+    return client.post(
+        f"/api/scans/{scan.pk}/review/",
+        {"label": label, "note": note, "version": version},
+        format="json",
+    )
+
+
+def test_each_relabel_is_an_event_with_who_old_new_note_and_what_the_model_said(
+    client_for, predicted, serving_model
+):
+    radiologist = client_for("radiologist", "dr-house")
+    scan = predicted["nearest"]
+
+    labels = ["stone", "normal", "stone"]
+    for number, label in enumerate(labels):
+        response = review(radiologist, scan, label, note=f"look {number}")
+        assert response.status_code == 200, response.json()
+
+    trail = radiologist.get(f"/api/scans/{scan.pk}/reviews/").json()
+    assert [event["new_label"] for event in trail] == ["stone", "normal", "stone"]
+    assert [event["old_label"] for event in trail] == ["normal", "stone", ""]
+    for event in trail:
+        assert event["reviewer"] == "dr-house"
+        assert event["note"].startswith("look")
+        assert event["model_version"] == serving_model.version
+        assert event["model_label"] == scan.prediction.label
+        assert event["model_probabilities"] == scan.prediction.probabilities
+        assert event["created"]
+    body = radiologist.get(f"/api/scans/{scan.pk}/").json()
+    assert body["confirmed_label"] == "stone"
+    assert body["review_version"] == 3
+    assert ReviewEvent.objects.count() == 3
+
+
+def test_a_stale_review_gets_409_and_changes_nothing(client_for, predicted):
+    first = client_for("radiologist", "first")
+    second = client_for("radiologist", "second")
+    scan = predicted["near_no"]
+    both_read = first.get(f"/api/scans/{scan.pk}/").json()["review_version"]
+
+    accepted = review(first, scan, "stone", version=both_read)
+    stale = review(second, scan, "normal", version=both_read)
+
+    assert accepted.status_code == 200
+    assert stale.status_code == 409
+    assert stale.json()["review_version"] == both_read + 1
+    scan.refresh_from_db()
+    assert scan.confirmed_label == "stone"
+    assert ReviewEvent.objects.count() == 1
+
+
+def test_a_review_needs_a_known_label_and_the_version_read(client_for, predicted):
+    radiologist = client_for("radiologist")
+    scan = predicted["far_yes"]
+
+    unknown = review(radiologist, scan, "banana")
+    no_version = radiologist.post(
+        f"/api/scans/{scan.pk}/review/", {"label": "stone"}, format="json"
+    )
+
+    assert unknown.status_code == 400
+    assert "Unknown label" in str(unknown.json())
+    assert no_version.status_code == 400
+    assert ReviewEvent.objects.count() == 0
+
+
+def test_the_queue_lists_unreviewed_predictions_most_uncertain_first(client_for, predicted):
+    radiologist = client_for("radiologist")
+    review(radiologist, predicted["near_yes"], "stone")
+
+    queue = radiologist.get("/api/review-queue/").json()["results"]
+
+    name_of = {str(scan.pk): name for name, scan in predicted.items()}
+    assert [name_of[item["id"]] for item in queue] == ["nearest", "near_no", "far_no", "far_yes"]
+    assert [item["positive"] for item in queue] == [True, False, False, True]
+    margins = [item["margin"] for item in queue]
+    assert margins == sorted(margins)
+
+
+def test_agreement_per_model_version_counts_confirmed_labels(client_for, predicted, serving_model):
+    radiologist = client_for("radiologist")
+    review(radiologist, predicted["far_yes"], "stone")  # model: stone -> agrees
+    review(radiologist, predicted["near_yes"], "normal")  # model: stone -> false positive
+    review(radiologist, predicted["far_no"], "normal")  # model: normal -> agrees
+    review(radiologist, predicted["near_no"], "stone")  # model: normal -> missed stone
+
+    agreement = radiologist.get(f"/api/models/{serving_model.id}/").json()["agreement"]
+
+    assert agreement["n"] == 4
+    assert agreement["sensitivity"] == 0.5
+    assert agreement["specificity"] == 0.5
+    assert agreement["confusion_matrix"] == {
+        "classes": ["normal", "stone"],
+        "rows": [[1, 1], [1, 1]],
+    }
+
+
+SCAN = "00000000-0000-0000-0000-000000000001"
+# (method, path, {role: expected status}); "upload" marks the multipart upload body.
+MATRIX = [
+    ("get", "/api/scans/", {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("post", "/api/scans/", {"clinician": 400, "radiologist": 400, "ml_engineer": 403}),
+    ("get", f"/api/scans/{SCAN}/", {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("get", f"/api/scans/{SCAN}/reviews/",
+     {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("post", f"/api/scans/{SCAN}/review/",
+     {"clinician": 403, "radiologist": 400, "ml_engineer": 403}),
+    ("get", "/api/review-queue/", {"clinician": 403, "radiologist": 200, "ml_engineer": 403}),
+    ("get", "/api/models/", {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("get", "/api/models/{model}/", {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("post", "/api/models/{model}/promote/",
+     {"clinician": 403, "radiologist": 403, "ml_engineer": 409}),
+    ("post", "/api/models/{model}/rollback/",
+     {"clinician": 403, "radiologist": 403, "ml_engineer": 409}),
+    ("get", "/api/training-runs/", {"clinician": 403, "radiologist": 403, "ml_engineer": 200}),
+    ("post", "/api/training-runs/", {"clinician": 403, "radiologist": 403, "ml_engineer": 400}),
+]  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path", "expected"), MATRIX)
+@pytest.mark.parametrize("role", ["anonymous", "clinician", "radiologist", "ml_engineer"])
+def test_role_matrix(client_for, serving_model, method, path, expected, role):
+    from accounts.roles import Role
+
+    uploader = client_for("clinician", "matrix-owner")
+    make_scan(uploader.user)
+    Scan.objects.update(id=SCAN)
+    client = APIClient() if role == "anonymous" else client_for(role)
+    if role == "clinician":  # same organisation as the scan's uploader
+        client = client_for(str(Role.CLINICIAN), "matrix-owner")
+
+    response = getattr(client, method)(path.format(model=serving_model.id), {}, format="json")
+
+    assert response.status_code == (401 if role == "anonymous" else expected[role]), (
+        response.content
+    )
