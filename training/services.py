@@ -103,11 +103,16 @@ def _serve(model_version: ModelVersion) -> ModelVersion | None:
 def evaluation_set_freeze(
     *, entries: list[LabelledImage], source: str, actor=None
 ) -> EvaluationSet:
-    """Freeze the evaluation set from these images unless one is frozen already."""
+    """Freeze the evaluation set from these images unless one is frozen already (by a
+    concurrent request too: the first one wins)."""
     existing = current_evaluation_set()
     if existing is not None:
         return existing
-    return _evaluation_set_create(entries, source=source, actor=actor, version=1)
+    try:
+        with transaction.atomic():
+            return _evaluation_set_create(entries, source=source, actor=actor, version=1)
+    except IntegrityError:
+        return current_evaluation_set()
 
 
 def evaluation_set_extend(
