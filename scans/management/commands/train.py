@@ -21,7 +21,7 @@ from training.services import (
 )
 
 # The best configuration found for a 2-core CPU without ImageNet weights (docs/benchmarks.md).
-CPU_DEFAULTS = TrainingConfig()
+CPU_DEFAULTS = TrainingConfig(input_size=96, max_minutes=26.0)
 
 
 class Command(BaseCommand):
@@ -53,6 +53,13 @@ class Command(BaseCommand):
             help="Stop after the epoch that passes this budget (0: none).",
         )
         parser.add_argument("--finetune-blocks", type=int, default=CPU_DEFAULTS.finetune_blocks)
+        parser.add_argument(
+            "--target-sensitivity",
+            type=float,
+            default=settings.KIDNEY_TARGET_SENSITIVITY,
+            help="Sensitivity the threshold is chosen for on validation data (default "
+            "KIDNEY_TARGET_SENSITIVITY); above the gate's floor it leaves a margin for new data.",
+        )
         parser.add_argument("--no-augmentation", action="store_true")
         parser.add_argument(
             "--warm-start",
@@ -80,7 +87,7 @@ class Command(BaseCommand):
                 max_minutes=options["max_minutes"],
                 finetune_blocks=options["finetune_blocks"],
                 augmentation=NO_AUGMENTATION if options["no_augmentation"] else Augmentation(),
-                target_sensitivity=settings.KIDNEY_TARGET_SENSITIVITY,
+                target_sensitivity=options["target_sensitivity"],
                 seed=options["seed"],
             )
             run = self._create_run(options, config)
