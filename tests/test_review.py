@@ -133,6 +133,10 @@ MATRIX = [
     ("get", f"/api/scans/{SCAN}/", {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
     ("get", f"/api/scans/{SCAN}/reviews/",
      {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("get", f"/api/scans/{SCAN}/image/",
+     {"clinician": 200, "radiologist": 200, "ml_engineer": 200}),
+    ("get", f"/api/scans/{SCAN}/heatmap.png",
+     {"clinician": 404, "radiologist": 404, "ml_engineer": 404}),
     ("post", f"/api/scans/{SCAN}/review/",
      {"clinician": 403, "radiologist": 400, "ml_engineer": 403}),
     ("get", "/api/review-queue/", {"clinician": 403, "radiologist": 200, "ml_engineer": 403}),
@@ -152,9 +156,10 @@ MATRIX = [
 @pytest.mark.parametrize("role", ["anonymous", "clinician", "radiologist", "ml_engineer"])
 def test_role_matrix(client_for, serving_model, method, path, expected, role):
     from accounts.roles import Role
+    from tests.images import phantom_png
 
     uploader = client_for("clinician", "matrix-owner")
-    make_scan(uploader.user)
+    make_scan(uploader.user, image=phantom_png())
     Scan.objects.update(id=SCAN)
     client = APIClient() if role == "anonymous" else client_for(role)
     if role == "clinician":  # same organisation as the scan's uploader
@@ -165,3 +170,25 @@ def test_role_matrix(client_for, serving_model, method, path, expected, role):
     assert response.status_code == (401 if role == "anonymous" else expected[role]), (
         response.content
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [("clinician", 200), ("radiologist", 200), ("ml_engineer", 403), (None, 302)],
+)
+def test_the_review_page_is_for_clinicians_and_radiologists(client, role, expected):
+    from accounts.services import api_user_upsert
+
+    if role:
+        client.force_login(api_user_upsert(username=f"page-{role}", role=role)[0])
+
+    response = client.get("/review/")
+
+    assert response.status_code == expected
+    if role is None:
+        assert response["Location"].startswith("/accounts/login/")
+    if role == "clinician":
+        assert "Review queue" not in response.content.decode()  # upload only
+    if role == "radiologist":
+        assert "Review queue" in response.content.decode()
