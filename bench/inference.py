@@ -8,7 +8,7 @@
    service delivers.
 
     .venv/bin/python bench/inference.py [--data ../shared/data/kidney-ct] [--uploads 64]
-        [--database-url postgres://... --broker-url redis://...]
+        [--database-url postgres://... --broker-url redis://...] [--gradcam on_request]
 
 Without --database-url/--broker-url the service runs on the embedded default (SQLite and the
 filesystem transport). The database given must be empty; it is migrated.
@@ -86,6 +86,7 @@ def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float
         if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
     }
     environment["KIDNEY_DATA_DIR"] = data_dir
+    environment["KIDNEY_GRADCAM"] = args.gradcam
     if args.database_url:
         environment["DATABASE_URL"] = args.database_url
     if args.broker_url:
@@ -161,6 +162,12 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--broker-url")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--gradcam",
+        choices=["always", "on_request"],
+        default="always",
+        help="Whether the worker computes a Grad-CAM heatmap with every batch.",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -174,7 +181,7 @@ def main() -> None:
     source = "kidney-ct JPEGs" if args.data else "224 px phantom PNGs"
     print(
         f"service end to end, {len(payloads)} uploads of {source}, model at "
-        f"{args.service_size} px, {backend}: {service:7.1f} images/s "
+        f"{args.service_size} px, {backend}, Grad-CAM {args.gradcam}: {service:7.1f} images/s "
         f"(uploads alone: {upload_rate:.1f}/s)"
     )
     if args.service_size in raw:
