@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ml_core.decision import abnormal_scores, decide
-from ml_core.gradcam import gradcam, overlay_png
+from ml_core.gradcam import overlay_png
 from ml_core.images import ImageDecodeError, decode_image
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
@@ -130,30 +130,28 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     if not readable:
         return 0
     batch = to_model_batch(pixels, model_version.preprocessing_config)
+    explain = settings.KIDNEY_GRADCAM == "always"
     started = time.perf_counter()
-    probabilities = predictor.predict(batch)
+    if explain:
+        probabilities, heatmaps = predictor.predict_and_explain(batch, model_version.classes)
+    else:
+        probabilities, heatmaps = predictor.predict(batch), None
     share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
-    overlays = (
-        heatmap_overlays(predictor.model, model_version, readable, batch)
-        if settings.KIDNEY_GRADCAM == "always"
-        else {}
-    )
     predictions_store(
         scans=readable,
         model_version=model_version,
         probabilities=probabilities,
         inference_ms=share_ms,
-        overlays=overlays,
+        overlays=overlays_by_scan(readable, heatmaps) if explain else {},
     )
     return len(readable)
 
 
-def heatmap_overlays(model, model_version, scans: list[Scan], batch: np.ndarray) -> dict:
+def overlays_by_scan(scans: list[Scan], heatmaps: np.ndarray) -> dict:
     """Grad-CAM overlay PNGs, by scan id, each at its scan's size."""
-    maps = gradcam(model, batch, model_version.classes)
     return {
         scan.pk: overlay_png(heat, scan.width, scan.height)
-        for scan, heat in zip(scans, maps, strict=True)
+        for scan, heat in zip(scans, heatmaps, strict=True)
     }
 
 
@@ -166,8 +164,9 @@ def heatmap_compute(*, scan_id) -> None:
     with scan.file.open("rb") as stored:
         image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
     batch = to_model_batch([image.pixels], model_version.preprocessing_config)
-    overlay = heatmap_overlays(predictor_for(model_version).model, model_version, [scan], batch)
-    prediction.heatmap.save(f"{scan.pk}.png", ContentFile(overlay[scan.pk]), save=True)
+    _, heatmaps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
+    overlay = overlay_png(heatmaps[0], scan.width, scan.height)
+    prediction.heatmap.save(f"{scan.pk}.png", ContentFile(overlay), save=True)
 
 
 def scan_fail(*, scan: Scan, reason: str) -> None:

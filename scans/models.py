@@ -78,7 +78,7 @@ class Prediction(models.Model):
     )
     threshold = models.FloatField(help_text="The model version's threshold when predicted.")
     inference_ms = models.FloatField(
-        help_text="This scan's share of its batch's forward pass, in milliseconds."
+        help_text="This scan's share of its batch's forward pass (with Grad-CAM, if on), in ms."
     )
     batch_size = models.PositiveSmallIntegerField(
         help_text="How many scans shared the forward pass."

@@ -167,7 +167,7 @@ def test_training_on_phantoms_learns_and_reports_sensitivity_first():
 
 
 def test_gradcam_points_at_the_stone_of_a_phantom():
-    from ml_core.gradcam import gradcam, overlay_png
+    from ml_core.gradcam import GradCam, overlay_png
     from ml_core.phantoms import draw_phantom
 
     trained = train_on_phantoms(input_size=64, samples=400, epochs=30, target_sensitivity=0.95)
@@ -175,7 +175,11 @@ def test_gradcam_points_at_the_stone_of_a_phantom():
     stones = [draw_phantom(rng, size=64, with_stone=True) for _ in range(6)]
     batch = to_model_batch(stones, trained.preprocessing)
 
-    maps = gradcam(trained.model, batch, trained.classes)
+    probabilities, maps = GradCam(trained.model, trained.classes)(batch)
+
+    np.testing.assert_allclose(
+        probabilities, trained.model.predict_on_batch(batch), rtol=1e-4, atol=1e-5
+    )
 
     assert maps.shape == (6, 4, 4)
     assert maps.min() >= 0.0

@@ -45,7 +45,7 @@ class Migration(migrations.Migration):
                 ('label', models.CharField(db_index=True, max_length=32)),
                 ('probabilities', models.JSONField(help_text='Probability per class name.')),
                 ('threshold', models.FloatField(help_text="The model version's threshold when predicted.")),
-                ('inference_ms', models.FloatField(help_text="This scan's share of its batch's forward pass, in milliseconds.")),
+                ('inference_ms', models.FloatField(help_text="This scan's share of its batch's forward pass (with Grad-CAM, if on), in ms.")),
                 ('batch_size', models.PositiveSmallIntegerField(help_text='How many scans shared the forward pass.')),
                 ('created', models.DateTimeField(auto_now_add=True)),
                 ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='predictions', to='training.modelversion')),
