@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 
 from tests.conftest import wait_for
 from tests.images import write_phantom_folder
@@ -56,13 +57,14 @@ def test_a_training_run_through_the_worker_records_mlflow_and_a_candidate(
 def test_concurrent_requests_never_train_in_parallel(client_for, serving_model, confirmed_phantoms):
     engineer = client_for("ml_engineer")
 
+    def request_training(_):
+        try:
+            return engineer.post("/api/training-runs/", {"epochs": 2}, format="json")
+        finally:
+            connections.close_all()  # this thread's own database connection
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        responses = list(
-            pool.map(
-                lambda _: engineer.post("/api/training-runs/", {"epochs": 2}, format="json"),
-                range(2),
-            )
-        )
+        responses = list(pool.map(request_training, range(2)))
     codes = sorted(response.status_code for response in responses)
     assert codes == [202, 409]
     first = next(r.json()["id"] for r in responses if r.status_code == 202)
