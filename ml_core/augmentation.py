@@ -1,5 +1,6 @@
 """Training-time augmentation of intensity images: rotation, shifts, zoom and flips in one
-affine warp. Never applied to validation or evaluation data."""
+affine warp, then contrast and brightness jitter (exports differ between scanners and
+studies). Never applied to validation or evaluation data."""
 
 from dataclasses import asdict, dataclass
 
@@ -14,11 +15,21 @@ class Augmentation:
     zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    contrast: float = 0.0  # intensity scaled by a factor in [1 - contrast, 1 + contrast]
+    brightness: float = 0.0  # then shifted by up to this much
 
     @property
     def enabled(self) -> bool:
         return any(
-            (self.rotation_degrees, self.shift, self.zoom, self.horizontal_flip, self.vertical_flip)
+            (
+                self.rotation_degrees,
+                self.shift,
+                self.zoom,
+                self.horizontal_flip,
+                self.vertical_flip,
+                self.contrast,
+                self.brightness,
+            )
         )
 
     def to_dict(self) -> dict:
@@ -38,7 +49,12 @@ class Augmentation:
         centre = (np.array(image.shape) - 1) / 2.0
         shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(image.shape)
         offset = centre - matrix @ (centre + shift)
-        return ndimage.affine_transform(image, matrix, offset=offset, order=1, cval=0.0)
+        warped = ndimage.affine_transform(image, matrix, offset=offset, order=1, cval=0.0)
+        if self.contrast or self.brightness:
+            factor = rng.uniform(1.0 - self.contrast, 1.0 + self.contrast)
+            shift_by = rng.uniform(-self.brightness, self.brightness)
+            warped = np.clip(warped * factor + shift_by, 0.0, 1.0)
+        return warped
 
 
-NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, False)
+NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, False, 0.0, 0.0)

@@ -1,6 +1,7 @@
 """Training: three modes on streamed data, early stopping on validation ROC AUC, the decision
 threshold chosen on validation data for a target sensitivity."""
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class TrainingConfig:
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-4
+    learning_rate_schedule: str = "constant"  # or "cosine": decays to 0 over `epochs`
     augmentation: Augmentation = field(default_factory=Augmentation)
     class_weights: bool = True
     patience: int = 6  # epochs without a better validation AUC before stopping
@@ -44,6 +46,8 @@ class TrainingConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if NEGATIVE_CLASS not in self.classes:
             raise ValueError(f"classes must include {NEGATIVE_CLASS!r}")
+        if self.learning_rate_schedule not in ("constant", "cosine"):
+            raise ValueError("learning_rate_schedule must be constant or cosine")
 
     @property
     def preprocessing(self) -> PreprocessingConfig:
@@ -147,9 +151,12 @@ def train(
         max_seconds=config.max_minutes * 60,
         on_epoch_end=on_epoch_end,
     )
+    learning_rate = config.learning_rate
+    if config.learning_rate_schedule == "cosine":
+        steps = config.epochs * math.ceil(len(train_entries) / config.batch_size)
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
     trainable.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy"
     )
     trainable.fit(
         **fit_data,

@@ -60,9 +60,13 @@ def test_augmentation_warps_training_images_and_can_be_off():
     rng = np.random.default_rng(0)
 
     warped = Augmentation(rotation_degrees=20, shift=0.1, zoom=0.1).apply(image, rng)
+    grey = np.full((32, 32), 0.5, np.float32)
+    jittered = Augmentation(0, 0, 0, False, False, contrast=0.3, brightness=0.1).apply(grey, rng)
 
     assert warped.shape == image.shape
     assert not np.allclose(warped, image)
+    assert np.ptp(jittered) == 0  # intensity jitter moves every pixel alike
+    assert jittered[0, 0] != 0.5
     assert NO_AUGMENTATION.apply(image, rng) is image
 
 
@@ -90,7 +94,7 @@ def test_full_training_streams_reports_each_epoch_and_chooses_the_threshold(phan
     epochs = []
 
     trained = train(
-        TrainingConfig(mode="full", **TINY),
+        TrainingConfig(mode="full", learning_rate_schedule="cosine", **TINY),
         kept,
         validation,
         on_epoch_end=lambda epoch, row: epochs.append((epoch, set(row))),

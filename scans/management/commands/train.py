@@ -21,7 +21,13 @@ from training.services import (
 )
 
 # The best configuration found for a 2-core CPU without ImageNet weights (docs/benchmarks.md).
-CPU_DEFAULTS = TrainingConfig(input_size=96, max_minutes=26.0)
+CPU_DEFAULTS = TrainingConfig(
+    input_size=96,
+    epochs=15,
+    max_minutes=26.0,
+    learning_rate_schedule="cosine",
+    augmentation=Augmentation(contrast=0.2, brightness=0.05),
+)
 
 
 class Command(BaseCommand):
@@ -45,6 +51,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--batch-size", type=int, default=CPU_DEFAULTS.batch_size)
         parser.add_argument("--learning-rate", type=float, default=CPU_DEFAULTS.learning_rate)
+        parser.add_argument(
+            "--learning-rate-schedule",
+            choices=["constant", "cosine"],
+            default=CPU_DEFAULTS.learning_rate_schedule,
+        )
         parser.add_argument("--patience", type=int, default=CPU_DEFAULTS.patience)
         parser.add_argument(
             "--max-minutes",
@@ -83,10 +94,13 @@ class Command(BaseCommand):
                 base_weights=options["base_weights"],
                 batch_size=options["batch_size"],
                 learning_rate=options["learning_rate"],
+                learning_rate_schedule=options["learning_rate_schedule"],
                 patience=options["patience"],
                 max_minutes=options["max_minutes"],
                 finetune_blocks=options["finetune_blocks"],
-                augmentation=NO_AUGMENTATION if options["no_augmentation"] else Augmentation(),
+                augmentation=NO_AUGMENTATION
+                if options["no_augmentation"]
+                else CPU_DEFAULTS.augmentation,
                 target_sensitivity=options["target_sensitivity"],
                 seed=options["seed"],
             )
