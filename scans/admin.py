@@ -2,7 +2,7 @@ import io
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -13,8 +13,8 @@ from ml_core.images import decode_image
 from scans import selectors, services
 from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
 from scans.training_data import training_run_request
-from training.admin import TrainingRunAdmin
-from training.models import TrainingRun
+from training.admin import ModelVersionAdmin, TrainingRunAdmin
+from training.models import ModelVersion, TrainingRun
 
 THUMBNAIL_SIDE = 160
 
@@ -57,7 +57,7 @@ class ScanAdmin(admin.ModelAdmin):
     list_select_related = ["prediction", "uploaded_by"]
     inlines = [PredictionInline, ReviewEventInline]
     readonly_fields = [
-        "thumbnail",
+        "image_with_heatmap",
         "id",
         "status",
         "error",
@@ -88,15 +88,53 @@ class ScanAdmin(admin.ModelAdmin):
 
     @admin.display(description="Image")
     def thumbnail(self, scan: Scan) -> str:
-        url = reverse("admin:scans_scan_thumbnail", args=[scan.pk])
+        url = reverse(self._url_name("thumbnail"), args=[scan.pk])
         return format_html('<img src="{}" width="{}" alt="scan">', url, THUMBNAIL_SIDE // 2)
+
+    @admin.display(description="Image and Grad-CAM heatmap")
+    def image_with_heatmap(self, scan: Scan) -> str:
+        image = reverse(self._url_name("thumbnail"), args=[scan.pk])
+        prediction = getattr(scan, "prediction", None)
+        if prediction is None or not prediction.heatmap:
+            return format_html('<img src="{}" width="{}" alt="scan">', image, THUMBNAIL_SIDE)
+        heatmap = reverse(self._url_name("heatmap"), args=[scan.pk])
+        return format_html(
+            '<div style="position:relative;width:{0}px">'
+            '<img src="{1}" width="{0}" alt="scan" style="display:block">'
+            '<img src="{2}" width="{0}" alt="heatmap" '
+            'style="position:absolute;top:0;left:0;mix-blend-mode:screen"></div>',
+            THUMBNAIL_SIDE,
+            image,
+            heatmap,
+        )
+
+    def _url_name(self, view: str, *, namespaced: bool = True) -> str:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+        return f"admin:{name}" if namespaced else name
 
     def get_urls(self):
         thumbnail = self.admin_site.admin_view(self.thumbnail_view)
+        heatmap = self.admin_site.admin_view(self.heatmap_view)
         return [
-            path("<uuid:scan_id>/thumbnail.png", thumbnail, name="scans_scan_thumbnail"),
+            path(
+                "<uuid:scan_id>/thumbnail.png",
+                thumbnail,
+                name=self._url_name("thumbnail", namespaced=False),
+            ),
+            path(
+                "<uuid:scan_id>/heatmap.png",
+                heatmap,
+                name=self._url_name("heatmap", namespaced=False),
+            ),
             *super().get_urls(),
         ]
+
+    def heatmap_view(self, request, scan_id):
+        """The prediction's Grad-CAM overlay, for admin users only."""
+        prediction = get_object_or_404(Prediction, scan_id=scan_id)
+        if not self.has_view_permission(request, prediction.scan) or not prediction.heatmap:
+            return HttpResponse(status=404)
+        return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
 
     def thumbnail_view(self, request, scan_id):
         """A small PNG of the scan, served only to admin users (files are never public)."""
@@ -237,3 +275,27 @@ class ReviewQueueAdmin(ScanAdmin):
                 f"Relabel as {label}",
             )
         return actions
+
+
+admin.site.unregister(ModelVersion)
+
+
+@admin.register(ModelVersion)
+class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
+    """Adds how the version's predictions agree with the labels radiologists confirmed."""
+
+    readonly_fields = [*ModelVersionAdmin.readonly_fields, "agreement"]
+
+    @admin.display(description="Agreement with confirmed labels")
+    def agreement(self, model_version) -> str:
+        figures = selectors.model_version_agreement(model_version)
+        rows = figures["confusion_matrix"]["rows"]
+        classes = figures["confusion_matrix"]["classes"]
+        matrix = "; ".join(
+            f"true {name}: " + ", ".join(f"{col} {n}" for col, n in zip(classes, row, strict=True))
+            for name, row in zip(classes, rows, strict=True)
+        )
+        return (
+            f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
+            f"specificity {figures['specificity']}; decided as: {matrix}"
+        )

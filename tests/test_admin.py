@@ -1,5 +1,6 @@
 """Django admin: staff see scans, predictions and model versions; others are kept out."""
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from PIL import Image
@@ -121,3 +122,27 @@ def test_staff_ml_engineers_promote_through_the_gate_from_the_admin(
     # No evaluation set is frozen yet: the gate refuses, and says why.
     assert "No evaluation set is frozen yet" in response.content.decode()
     assert not PromotionLog.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_overlays_the_heatmap_and_shows_agreement_per_version(
+    admin_client, stored_prediction, serving_model
+):
+    from django.core.files.base import ContentFile
+
+    from ml_core.gradcam import overlay_png
+
+    scan = stored_prediction.scan
+    scan.confirmed_label = "stone"
+    scan.save()
+    heat = overlay_png(np.eye(4, dtype=np.float32), scan.width, scan.height)
+    stored_prediction.heatmap.save("h.png", ContentFile(heat), save=True)
+
+    change = admin_client.get(f"/admin/scans/scan/{scan.pk}/change/").content.decode()
+    heatmap = admin_client.get(f"/admin/scans/scan/{scan.pk}/heatmap.png")
+    version = admin_client.get(f"/admin/training/modelversion/{serving_model.pk}/change/")
+
+    assert f"/admin/scans/scan/{scan.pk}/heatmap.png" in change
+    assert heatmap.status_code == 200
+    assert b"".join(heatmap.streaming_content) == heat
+    assert "1 confirmed; sensitivity 1.0" in version.content.decode()
