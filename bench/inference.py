@@ -29,6 +29,8 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from bench.stack import isolated_environment, manage  # noqa: E402
+
 BATCH = 16
 
 
@@ -66,27 +68,10 @@ def upload_payloads(data_dir: str | None, count: int) -> list[bytes]:
     return payloads
 
 
-def manage(environment: dict, *arguments: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *arguments],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
-
-
 def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float]:
-    data_dir = tempfile.mkdtemp(prefix="kidney-bench-")
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    }
-    environment["KIDNEY_DATA_DIR"] = data_dir
-    environment["KIDNEY_GRADCAM"] = args.gradcam
+    environment = isolated_environment(
+        tempfile.mkdtemp(prefix="kidney-bench-"), KIDNEY_GRADCAM=args.gradcam
+    )
     if args.database_url:
         environment["DATABASE_URL"] = args.database_url
     if args.broker_url:

@@ -9,33 +9,20 @@ emptied (features extracted for every image). Times are the training runs' own d
 """
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from bench.stack import isolated_environment, manage  # noqa: E402
+
 HEAD_RETRAINING = [
     "train", "--from-labels", "--warm-start", "--mode", "head", "--epochs", "30",
     "--learning-rate", "0.001", "--patience", "10", "--no-augmentation",
 ]  # fmt: skip
-
-
-def manage(environment: dict, *arguments: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *arguments],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
 
 
 def linked_subset(data: Path, target: Path, counts: dict[str, tuple[int, int]]) -> Path:
@@ -63,12 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data)
     work = Path(tempfile.mkdtemp(prefix="kidney-retrain-"))
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    }
-    environment.update(KIDNEY_DATA_DIR=str(work / "data"), TF_CPP_MIN_LOG_LEVEL="2")
+    environment = isolated_environment(str(work / "data"))
     stones = args.first // 4
     first = {"normal": (0, args.first - stones), "stone": (0, stones)}
     new = {
