@@ -101,7 +101,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'kidney.sqlite3'}"), conn_max_age=60
+        env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'kidney.sqlite3'}"),
+        conn_max_age=int(env("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -26,6 +26,8 @@ os.environ["CELERY_BROKER_URL"] = os.environ.get(
     "KIDNEY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Threads (the live server's, the tests' own) must not leave connections open at teardown.
+os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
 
 from django.conf import settings  # noqa: E402

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
@@ -44,6 +45,9 @@ def browser(monkeypatch):
         )
         yield launched
         launched.close()
+        # Database calls made while Playwright's loop runs get a context-local connection
+        # of their own; close it here, where it lives.
+        connections.close_all()
 
 
 @pytest.fixture
