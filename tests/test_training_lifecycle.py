@@ -17,7 +17,7 @@ from scans.tasks import retrain_if_enough_new_labels
 from tests.images import write_phantom_folder
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
 from training.services import model_version_register, training_run_create
-from training.tracking import CHALLENGER, CHAMPION, REGISTERED_MODEL
+from training.tracking import CHALLENGER, REGISTERED_MODEL
 
 TINY_TRAINING = [
     "--mode", "head", "--epochs", "3", "--input-size", "32", "--batch-size", "16",
@@ -275,11 +275,3 @@ def test_the_database_allows_one_active_run_whatever_the_caller():
     with pytest.raises(TrainingRunActive):
         training_run_create(entries=entries, parameters={}, data_source="t", trigger="command",
                             enqueue=False)  # fmt: skip
-
-
-def test_mlflow_aliases_are_the_documented_names():
-    assert (CHAMPION, CHALLENGER, REGISTERED_MODEL) == (
-        "champion",
-        "challenger",
-        "kidney-ct-classifier",
-    )
