@@ -30,12 +30,12 @@ DATA_DIR = Path(env("KIDNEY_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _embedded_secret_key() -> str:
+def _embedded_secret(name: str) -> str:
     """A random key kept in the data folder, so no secret is ever a constant in the code.
     Created by a hard link from a complete temporary file: concurrent first starts agree."""
-    key_file = DATA_DIR / "secret_key"
+    key_file = DATA_DIR / name
     if not key_file.exists():
-        draft = DATA_DIR / f".secret_key.{os.getpid()}"
+        draft = DATA_DIR / f".{name}.{os.getpid()}"
         draft.touch(mode=0o600)
         draft.write_text(secrets.token_urlsafe(50))
         try:
@@ -47,7 +47,7 @@ def _embedded_secret_key() -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", "") or _embedded_secret_key()
+SECRET_KEY = env("DJANGO_SECRET_KEY", "") or _embedded_secret("secret_key")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -194,6 +194,9 @@ KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = int(env("KIDNEY_REQUEUE_QUEUED_AFTER_SECON
 KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
 # Grad-CAM heatmaps: "always" (by the worker with each batch) or "on_request" (first GET).
 KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "always")
+# Keys the hash that replaces DICOM study UIDs. Changing it splits old and new slices of a
+# study into different groups, so set it once per deployment and keep it.
+KIDNEY_STUDY_HASH_KEY = env("KIDNEY_STUDY_HASH_KEY", "") or _embedded_secret("study_hash_key")
 KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
 
 # MLflow: a sqlite store in the data folder by default, a tracking server in production.

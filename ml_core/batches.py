@@ -16,7 +16,9 @@ MAX_TRAINING_IMAGE_PIXELS = 8192 * 8192
 
 def load_intensity(path: str, config: PreprocessingConfig) -> np.ndarray:
     """Decode one stored image and resize it: (size, size) intensity in [0, 1]."""
-    image = decode_image(Path(path).read_bytes(), max_pixels=MAX_TRAINING_IMAGE_PIXELS)
+    image = decode_image(
+        Path(path).read_bytes(), max_pixels=MAX_TRAINING_IMAGE_PIXELS, window=config.window
+    )
     return resize_intensity(image.pixels, config)
 
 

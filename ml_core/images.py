@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ml_core import dicom
+
 # Formats Pillow may try; everything else it knows (TIFF, GIF, PSD, ...) is refused, which
 # also keeps the attack surface of the image parsers small.
 ACCEPTED_PILLOW_FORMATS = ("PNG", "JPEG")
-CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
-DICOM_MAGIC_OFFSET = 128
-DICOM_MAGIC = b"DICM"
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "DICOM": dicom.CONTENT_TYPE}
 
 
 class ImageDecodeError(ValueError):
@@ -26,6 +26,11 @@ class ImageDecodeError(ValueError):
 
 class ImageTooLarge(ImageDecodeError):
     """The image's declared size exceeds the pixel limit (checked before decoding)."""
+
+
+class UnsupportedEncoding(ImageDecodeError):
+    """A known format in an encoding no installed decoder reads (a compressed DICOM transfer
+    syntax without its plugin)."""
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,38 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_side: int = 1) -> DecodedImage:
-    """Decode PNG or JPEG bytes of any mode into a greyscale intensity image.
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_side: int = 1,
+    window: dicom.CtWindow = dicom.SOFT_TISSUE_WINDOW,
+    frame: int | None = None,
+) -> DecodedImage:
+    """Decode PNG or JPEG bytes of any mode, or a DICOM CT slice, into a greyscale intensity
+    image. DICOM becomes Hounsfield units seen through `window`; `frame` picks one frame of a
+    multi-frame DICOM file.
 
-    Raises ImageDecodeError (or ImageTooLarge) with a message meant for the uploader.
+    Raises ImageDecodeError (ImageTooLarge, UnsupportedEncoding) with a message meant for the
+    uploader.
     """
     if not data:
         raise ImageDecodeError("The file is empty.")
-    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
-        raise ImageDecodeError("DICOM files are not accepted yet; upload a PNG or JPEG export.")
+    if dicom.is_dicom(data):
+        return _decode_dicom(
+            data, max_pixels=max_pixels, min_side=min_side, window=window, frame=frame
+        )
+    if frame is not None:
+        raise ImageDecodeError("A frame can only be chosen in a multi-frame DICOM file.")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_PILLOW_FORMATS)
     except UnidentifiedImageError:
-        raise ImageDecodeError("The file is not a PNG or JPEG image.") from None
+        raise ImageDecodeError("The file is not a PNG, JPEG or DICOM image.") from None
+    except Image.DecompressionBombError:
+        # Pillow's own guard, hit by headers claiming billions of pixels.
+        raise ImageTooLarge(
+            f"The image is far too large; at most {max_pixels} pixels are accepted."
+        ) from None
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"The image header is corrupt ({error}).") from None
 
@@ -84,6 +108,24 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = 1) -> DecodedI
     )
 
 
+def _decode_dicom(
+    data: bytes, *, max_pixels: int, min_side: int, window: dicom.CtWindow, frame: int | None
+) -> DecodedImage:
+    try:
+        hounsfield, _ = dicom.hounsfield_units(
+            data, max_pixels=max_pixels, min_side=min_side, frame=frame
+        )
+    except dicom.DicomTooLarge as error:
+        raise ImageTooLarge(str(error)) from None
+    except dicom.UnsupportedTransferSyntax as error:
+        raise UnsupportedEncoding(str(error)) from None
+    except dicom.DicomError as error:
+        raise ImageDecodeError(str(error)) from None
+    return DecodedImage(
+        pixels=window.apply(hounsfield), format="DICOM", content_type=dicom.CONTENT_TYPE
+    )
+
+
 def _to_intensity(image: Image.Image) -> np.ndarray:
     """Map any Pillow mode to float32 grey in [0, 1].
 
@@ -104,3 +146,14 @@ def _to_intensity(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(black, rgba)
     grey = image.convert("L")
     return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+def intensity_png(pixels: np.ndarray, *, max_side: int | None = None) -> bytes:
+    """An intensity image as an 8-bit grey PNG, shrunk to fit `max_side` if given: what a
+    browser shows of any input, DICOM included."""
+    picture = Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8), mode="L")
+    if max_side:
+        picture.thumbnail((max_side, max_side))
+    output = io.BytesIO()
+    picture.save(output, format="PNG")
+    return output.getvalue()

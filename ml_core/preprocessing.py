@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from ml_core.dicom import CtWindow
+
 # keras.applications.vgg16.preprocess_input ("caffe" mode): BGR order, ImageNet channel means
 # subtracted, no scaling. Written out here so preprocessing needs no TensorFlow import.
 VGG16_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -20,12 +22,21 @@ class PreprocessingConfig:
     input_size: int
     resample: str = "bilinear"
     normalisation: str = "vgg16"
+    # The CT window through which DICOM Hounsfield units are seen (soft tissue by default).
+    window_width: float = 400.0
+    window_level: float = 40.0
 
     def __post_init__(self):
         if self.resample not in RESAMPLING:
             raise ValueError(f"resample must be one of {', '.join(RESAMPLING)}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}")
+
+        CtWindow(self.window_width, self.window_level)  # validates
+
+    @property
+    def window(self) -> CtWindow:
+        return CtWindow(self.window_width, self.window_level)
 
     def to_dict(self) -> dict:
         return asdict(self)

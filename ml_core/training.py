@@ -40,6 +40,8 @@ class TrainingConfig:
     target_sensitivity: float = 0.95
     seed: int = 0
     normalisation: str = ""  # empty: "vgg16" for pretrained base weights, else "unit"
+    window_width: float = 400.0  # the CT window for DICOM input, in Hounsfield units
+    window_level: float = 40.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -54,7 +56,10 @@ class TrainingConfig:
         # ImageNet weights expect ImageNet scaling; a random base trains better from [-1, 1].
         automatic = "unit" if self.base_weights == NO_WEIGHTS else "vgg16"
         return PreprocessingConfig(
-            input_size=self.input_size, normalisation=self.normalisation or automatic
+            input_size=self.input_size,
+            normalisation=self.normalisation or automatic,
+            window_width=self.window_width,
+            window_level=self.window_level,
         )
 
     def to_dict(self) -> dict:

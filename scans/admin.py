@@ -1,15 +1,12 @@
-import io
-
 from django.conf import settings
 from django.contrib import admin, messages
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
-from PIL import Image
 
 from accounts.roles import Role, user_has_role
-from ml_core.images import decode_image
+from ml_core.images import decode_image, intensity_png
 from scans import selectors, services
 from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
 from scans.training_data import training_run_request
@@ -143,11 +140,8 @@ class ScanAdmin(admin.ModelAdmin):
             return HttpResponse(status=403)
         with scan.file.open("rb") as stored:
             image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
-        picture = Image.fromarray((image.pixels * 255).astype("uint8"), mode="L")
-        picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        output = io.BytesIO()
-        picture.save(output, format="PNG")
-        return HttpResponse(output.getvalue(), content_type="image/png")
+        thumbnail = intensity_png(image.pixels, max_side=THUMBNAIL_SIDE)
+        return HttpResponse(thumbnail, content_type="image/png")
 
 
 @admin.register(Prediction)

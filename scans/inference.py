@@ -121,6 +121,7 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
                     stored.read(),
                     max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
                     min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
+                    window=model_version.preprocessing_config.window,
                 )
         except (OSError, ImageDecodeError) as error:
             scan_fail(scan=scan, reason=f"The stored image could not be read: {error}")
@@ -162,7 +163,11 @@ def heatmap_compute(*, scan_id) -> None:
         return
     scan, model_version = prediction.scan, prediction.model_version
     with scan.file.open("rb") as stored:
-        image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
+        image = decode_image(
+            stored.read(),
+            max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
+            window=model_version.preprocessing_config.window,
+        )
     batch = to_model_batch([image.pixels], model_version.preprocessing_config)
     _, heatmaps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
     overlay = overlay_png(heatmaps[0], scan.width, scan.height)

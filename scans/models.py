@@ -35,6 +35,13 @@ class Scan(models.Model):
         related_name="scans",
         help_text="The uploader's organisation; its clinicians see the scan.",
     )
+    study_reference = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Keyed hash of the DICOM study UID: groups slices of one study for training "
+        "splits without revealing the study.",
+    )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -60,6 +67,12 @@ class Scan(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        constraints = [
+            # The same bytes uploaded again by the same user are the same scan.
+            models.UniqueConstraint(
+                fields=["uploaded_by", "sha256"], name="scan_unique_upload_per_user"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Scan {self.id} ({self.status})"

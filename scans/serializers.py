@@ -4,7 +4,14 @@ from scans.models import Prediction, ReviewEvent, Scan
 
 
 class ScanUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="A CT slice: PNG or JPEG.")
+    file = serializers.FileField(
+        help_text="A CT slice: PNG, JPEG or DICOM (stored de-identified).", allow_empty_file=True
+    )
+    frame = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="For a multi-frame DICOM file: the frame to classify (0-based).",
+    )
 
 
 class ScanAcceptedSerializer(serializers.ModelSerializer):
@@ -50,6 +57,7 @@ class ScanSerializer(serializers.ModelSerializer):
             "content_type",
             "width",
             "height",
+            "study_reference",
             "sha256",
             "created",
         ]

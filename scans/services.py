@@ -1,44 +1,89 @@
 import hashlib
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.services import user_organisation
+from ml_core import dicom
 from ml_core.images import DecodedImage, decode_image
 from scans.models import Prediction, ReviewEvent, Scan
 from scans.tasks import classify_scans
 
-FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg"}
+FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
 
-def scan_create(*, data: bytes, uploaded_by) -> Scan:
-    """Validate an upload by decoding it, store it and queue it for inference.
+@dataclass(frozen=True)
+class PreparedUpload:
+    """What is stored for an upload: its bytes (a DICOM file de-identified), their hash, the
+    decoded image and, for DICOM, the study reference."""
 
-    Raises ml_core.images.ImageDecodeError for input that is not a readable image; then
+    data: bytes
+    sha256: str
+    image: DecodedImage
+    study_reference: str = ""
+
+
+def upload_prepare(data: bytes, *, frame: int | None = None) -> PreparedUpload:
+    """Validate an upload by decoding it and turn it into what may be stored.
+
+    Raises ml_core.images.ImageDecodeError for input that cannot be accepted.
+    """
+    image = decode_image(
+        data,
+        max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
+        min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
+        frame=frame,
+    )
+    reference = ""
+    if image.format == "DICOM":
+        deidentified = dicom.deidentify(
+            data, key=settings.KIDNEY_STUDY_HASH_KEY.encode(), frame=frame
+        )
+        data, reference = deidentified.data, deidentified.study_reference
+    return PreparedUpload(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        image=image,
+        study_reference=reference,
+    )
+
+
+def scan_create(*, data: bytes, uploaded_by, frame: int | None = None) -> tuple[Scan, bool]:
+    """Store an upload and queue it for inference; return (the scan, whether it is new).
+
+    The same bytes from the same user return the scan already stored, with no second
+    inference. Raises ml_core.images.ImageDecodeError for input that cannot be accepted; then
     nothing is stored. The inference task is sent only once the row is committed.
     """
-    image = _decode(data)
-    with transaction.atomic():
-        scan = _store(
-            data, image, uploaded_by=uploaded_by, organisation=user_organisation(uploaded_by)
-        )
-        transaction.on_commit(lambda: classify_scans.delay([str(scan.id)]))
-    return scan
+    upload = upload_prepare(data, frame=frame)
+    existing = Scan.objects.filter(uploaded_by=uploaded_by, sha256=upload.sha256).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            scan = _store(
+                upload, uploaded_by=uploaded_by, organisation=user_organisation(uploaded_by)
+            )
+            transaction.on_commit(lambda: classify_scans.delay([str(scan.id)]))
+    except IntegrityError:
+        # The same upload, sent twice at once: the other request stored it.
+        return Scan.objects.get(uploaded_by=uploaded_by, sha256=upload.sha256), False
+    return scan, True
 
 
 def scan_import(*, data: bytes, label: str, imported_by) -> tuple[Scan, bool]:
     """Store a labelled image for training (never sent for inference). Idempotent by content:
     returns (the scan, whether it was created)."""
-    existing = Scan.objects.filter(sha256=hashlib.sha256(data).hexdigest()).first()
+    upload = upload_prepare(data)
+    existing = Scan.objects.filter(sha256=upload.sha256).first()
     if existing is not None:
         return existing, False
-    image = _decode(data)
     with transaction.atomic():
         scan = _store(
-            data,
-            image,
+            upload,
             uploaded_by=imported_by,
             status=Scan.Status.IMPORTED,
             confirmed_label=label,
@@ -48,26 +93,20 @@ def scan_import(*, data: bytes, label: str, imported_by) -> tuple[Scan, bool]:
     return scan, True
 
 
-def _decode(data: bytes) -> DecodedImage:
-    return decode_image(
-        data,
-        max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
-        min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
-    )
-
-
-def _store(data: bytes, image: DecodedImage, **fields) -> Scan:
+def _store(upload: PreparedUpload, **fields) -> Scan:
     """Write the file and the row together: if the row fails, the file is removed."""
     scan = Scan(
-        sha256=hashlib.sha256(data).hexdigest(),
-        content_type=image.content_type,
-        width=image.width,
-        height=image.height,
+        sha256=upload.sha256,
+        content_type=upload.image.content_type,
+        width=upload.image.width,
+        height=upload.image.height,
+        study_reference=upload.study_reference,
         **fields,
     )
     try:
         with transaction.atomic():
-            scan.file.save(f"scan.{FILE_EXTENSIONS[image.format]}", ContentFile(data), save=False)
+            extension = FILE_EXTENSIONS[upload.image.format]
+            scan.file.save(f"scan.{extension}", ContentFile(upload.data), save=False)
             scan.save()
     except BaseException:
         if scan.file.name:

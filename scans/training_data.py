@@ -24,11 +24,16 @@ def confirmed_scans(classes: list[str] | None = None) -> QuerySet[Scan]:
 
 
 def confirmed_label_entries(classes: list[str]) -> list[LabelledImage]:
-    """Confirmed scans as a manifest; upload order stands for acquisition order."""
+    """Confirmed scans as a manifest; upload order stands for acquisition order, and a DICOM
+    study reference keeps the slices of one study on one side of a split."""
     scans = confirmed_scans(classes).order_by("created", "id")
     return [
         LabelledImage(
-            path=scan.file.path, label=scan.confirmed_label, order=order, sha256=scan.sha256
+            path=scan.file.path,
+            label=scan.confirmed_label,
+            order=order,
+            group=scan.study_reference,
+            sha256=scan.sha256,
         )
         for order, scan in enumerate(scans.iterator())
     ]
@@ -44,6 +49,8 @@ def label_training_parameters() -> dict:
         classes=tuple(serving.classes),
         input_size=serving.input_size,
         normalisation=serving.preprocessing_config.normalisation,
+        window_width=serving.preprocessing_config.window_width,
+        window_level=serving.preprocessing_config.window_level,
         mode="head",
         learning_rate=1e-3,
         epochs=60,

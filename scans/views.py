@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import transaction
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, mixins, status, viewsets
@@ -11,7 +11,8 @@ from rest_framework.response import Response
 
 from accounts.permissions import allow
 from accounts.roles import Role
-from ml_core.images import ImageDecodeError
+from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
+from ml_core.images import ImageDecodeError, UnsupportedEncoding, decode_image, intensity_png
 from scans import selectors, services
 from scans.models import Scan
 from scans.serializers import (
@@ -31,6 +32,15 @@ RADIOLOGISTS = allow(read=(Role.RADIOLOGIST,), write=(Role.RADIOLOGIST,))
 class UploadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "upload_too_large"
+
+
+class UnsupportedUpload(APIException):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    default_code = "unsupported_encoding"
+
+
+# Room for the multipart boundaries and headers around the file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 class ScanViewSet(
@@ -70,21 +80,34 @@ class ScanViewSet(
 
     @extend_schema(
         request={"multipart/form-data": ScanUploadSerializer},
-        responses={202: ScanAcceptedSerializer},
+        responses={202: ScanAcceptedSerializer, 200: ScanSerializer},
     )
     def create(self, request, *args, **kwargs):
+        """Upload one slice: 202 and the new scan, or 200 and the scan already stored when
+        you uploaded the same bytes before (it is not classified twice)."""
+        limit = settings.KIDNEY_MAX_UPLOAD_BYTES
+        # Refused from the header, before the body is read.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_OVERHEAD_BYTES:
+            raise UploadTooLarge(f"The upload is too large; at most {limit} bytes are accepted.")
         upload = ScanUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         uploaded = upload.validated_data["file"]
-        if uploaded.size > settings.KIDNEY_MAX_UPLOAD_BYTES:
+        if uploaded.size > limit:
             raise UploadTooLarge(
-                f"The file has {uploaded.size} bytes; at most "
-                f"{settings.KIDNEY_MAX_UPLOAD_BYTES} are accepted."
+                f"The file has {uploaded.size} bytes; at most {limit} are accepted."
             )
         try:
-            scan = services.scan_create(data=uploaded.read(), uploaded_by=request.user)
+            scan, created = services.scan_create(
+                data=uploaded.read(),
+                uploaded_by=request.user,
+                frame=upload.validated_data.get("frame"),
+            )
+        except UnsupportedEncoding as error:
+            raise UnsupportedUpload(str(error)) from None
         except ImageDecodeError as error:
             raise ValidationError({"file": [str(error)]}) from None
+        if not created:
+            return Response(ScanSerializer(scan, context={"request": request}).data)
         accepted = ScanAcceptedSerializer(scan, context={"request": request})
         return Response(accepted.data, status=status.HTTP_202_ACCEPTED)
 
@@ -115,9 +138,14 @@ class ScanViewSet(
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def image(self, request, pk=None):
-        """The uploaded image as stored (PNG or JPEG), for viewing."""
+        """The image for viewing: a PNG or JPEG as stored; a DICOM slice rendered as PNG
+        through the soft-tissue window."""
         scan = self.get_object()
-        return FileResponse(scan.file.open("rb"), content_type=scan.content_type)
+        if scan.content_type != DICOM_CONTENT_TYPE:
+            return FileResponse(scan.file.open("rb"), content_type=scan.content_type)
+        with scan.file.open("rb") as stored:
+            image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
+        return HttpResponse(intensity_png(image.pixels), content_type="image/png")
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 202: None, 404: None})
     @action(detail=True, methods=["get"], url_path="heatmap.png")

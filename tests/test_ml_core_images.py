@@ -84,11 +84,11 @@ def test_a_real_looking_jpeg_and_png_decode_with_their_content_types():
     ("data", "message"),
     [
         (b"", "empty"),
-        (b"patient: Jane Doe\nfindings: none\n", "not a PNG or JPEG"),
+        (b"patient: Jane Doe\nfindings: none\n", "not a PNG, JPEG or DICOM"),
         (phantom_png()[:200], "truncated or corrupt"),
-        (encode(Image.new("L", (40, 40)), "GIF"), "not a PNG or JPEG"),
-        (encode(Image.new("L", (40, 40)), "TIFF"), "not a PNG or JPEG"),
-        (b"\x00" * 128 + b"DICM" + b"\x00" * 64, "DICOM"),
+        (encode(Image.new("L", (40, 40)), "GIF"), "not a PNG, JPEG or DICOM"),
+        (encode(Image.new("L", (40, 40)), "TIFF"), "not a PNG, JPEG or DICOM"),
+        (b"\x00" * 128 + b"DICM" + b"\x00" * 64, "modality is missing"),
         (encode(Image.new("L", (8, 8))), "at least 16"),
     ],
     ids=["empty", "text", "truncated", "gif", "tiff", "dicom", "too-small"],
@@ -125,4 +125,10 @@ def test_preprocessing_resizes_any_input_to_the_model_size():
     batch = to_model_batch(images, config)
 
     assert batch.shape == (2, 32, 32, 3)
-    assert config.to_dict() == {"input_size": 32, "resample": "bicubic", "normalisation": "vgg16"}
+    assert config.to_dict() == {
+        "input_size": 32,
+        "resample": "bicubic",
+        "normalisation": "vgg16",
+        "window_width": 400.0,
+        "window_level": 40.0,
+    }

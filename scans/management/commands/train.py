@@ -71,6 +71,12 @@ class Command(BaseCommand):
             help="Sensitivity the threshold is chosen for on validation data (default "
             "KIDNEY_TARGET_SENSITIVITY); above the gate's floor it leaves a margin for new data.",
         )
+        parser.add_argument(
+            "--window",
+            default=f"{CPU_DEFAULTS.window_width:g}/{CPU_DEFAULTS.window_level:g}",
+            help="CT window WIDTH/LEVEL in Hounsfield units for DICOM input (default soft "
+            "tissue, %(default)s); stored with the version.",
+        )
         parser.add_argument("--no-augmentation", action="store_true")
         parser.add_argument(
             "--warm-start",
@@ -86,6 +92,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         classes = tuple(label.strip() for label in options["classes"].split(",") if label.strip())
         try:
+            window_width, window_level = _parse_window(options["window"])
             config = TrainingConfig(
                 classes=classes,
                 mode=options["mode"],
@@ -103,6 +110,8 @@ class Command(BaseCommand):
                 else CPU_DEFAULTS.augmentation,
                 target_sensitivity=options["target_sensitivity"],
                 seed=options["seed"],
+                window_width=window_width,
+                window_level=window_level,
             )
             run = self._create_run(options, config)
         except (ValueError, FileNotFoundError) as error:
@@ -128,6 +137,8 @@ class Command(BaseCommand):
             parameters.update(
                 input_size=serving.input_size,
                 normalisation=serving.preprocessing_config.normalisation,
+                window_width=serving.preprocessing_config.window_width,
+                window_level=serving.preprocessing_config.window_level,
                 classes=serving.classes,
                 warm_start_from=serving.version,
             )
@@ -179,6 +190,14 @@ class Command(BaseCommand):
         log = PromotionLog.objects.filter(to_version=candidate).first()
         if log is not None:
             self.stdout.write(f"Promotion gate: {log.decision}. {json.dumps(log.gate['checks'])}")
+
+
+def _parse_window(text: str) -> tuple[float, float]:
+    try:
+        width, level = (float(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--window must be WIDTH/LEVEL, e.g. 400/40 (got {text!r}).") from None
+    return width, level
 
 
 def _describe(report: dict) -> str:
