@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -47,10 +48,53 @@ def _embedded_secret(name: str) -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", "") or _embedded_secret("secret_key")
+# "production" refuses unsafe settings and turns on HTTPS-only cookies, redirects and HSTS.
+PRODUCTION = env("DJANGO_ENV", "development") == "production"
+SECRET_KEY = env("DJANGO_SECRET_KEY", "") or ("" if PRODUCTION else _embedded_secret("secret_key"))
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+MIN_SECRET_KEY_LENGTH = 50
+
+
+def _refuse_unsafe_production_settings() -> None:
+    problems = []
+    if DEBUG:
+        problems.append("DJANGO_DEBUG must be off: debug pages show settings and data.")
+    if not SECRET_KEY:
+        problems.append("DJANGO_SECRET_KEY must be set (a random value of 50+ characters).")
+    elif (
+        len(SECRET_KEY) < MIN_SECRET_KEY_LENGTH
+        or len(set(SECRET_KEY)) < 5
+        or SECRET_KEY.startswith("django-insecure")
+    ):
+        problems.append(
+            "DJANGO_SECRET_KEY is weak or a default: use a random value of 50+ characters, "
+            'e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".'
+        )
+    if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
+        problems.append("DJANGO_ALLOWED_HOSTS must name this service's host names.")
+    if problems:
+        raise ImproperlyConfigured(
+            "Refusing to start with DJANGO_ENV=production:\n  " + "\n  ".join(problems)
+        )
+
+
+if PRODUCTION:
+    _refuse_unsafe_production_settings()
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    # Load balancers probe plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    if env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", False):
+        # Only behind a TLS proxy that sets this header itself.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(env("DJANGO_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -71,6 +115,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kidneyproject.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -103,6 +148,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'kidney.sqlite3'}"),
         conn_max_age=int(env("DATABASE_CONN_MAX_AGE", "60")),
+        # A kept connection is checked before reuse: after a database restart, requests
+        # reconnect instead of failing on a dead socket.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -146,6 +194,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "NUM_PROXIES": int(env("DJANGO_NUM_PROXIES", "0")) or None,
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -159,6 +208,23 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ScanStatusEnum": "scans.models.Scan.Status",
+        "ModelVersionStatusEnum": "training.models.ModelVersion.Status",
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+    },
+}
+
+# Shared by the web processes for upload throttling: Redis in production (KIDNEY_CACHE_URL),
+# else per process.
+KIDNEY_CACHE_URL = env("KIDNEY_CACHE_URL", "")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": KIDNEY_CACHE_URL,
+    }
+    if KIDNEY_CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
 # Celery: Redis when CELERY_BROKER_URL is set, else the filesystem transport in the data folder.
@@ -187,11 +253,18 @@ KIDNEY_DEFAULT_ORGANISATION = env("KIDNEY_DEFAULT_ORGANISATION", "Default hospit
 KIDNEY_MODELS_DIR = DATA_DIR / "models"
 KIDNEY_MAX_IMAGE_PIXELS = int(env("KIDNEY_MAX_IMAGE_PIXELS", str(6000 * 6000)))
 KIDNEY_MAX_UPLOAD_BYTES = int(env("KIDNEY_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
+# Uploads per user, e.g. "120/minute": a runaway script cannot flood the workers.
+KIDNEY_UPLOAD_RATE = env("KIDNEY_UPLOAD_RATE", "120/minute")
 KIDNEY_MIN_IMAGE_SIDE = int(env("KIDNEY_MIN_IMAGE_SIDE", "32"))
 KIDNEY_INFERENCE_BATCH_SIZE = int(env("KIDNEY_INFERENCE_BATCH_SIZE", "16"))
 # The sweep re-sends scans queued longer than this, and releases claims older than the timeout.
 KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = int(env("KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS", "120"))
 KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
+# A scan whose file cannot be read is retried after KIDNEY_SCAN_RETRY_SECONDS, doubling each
+# time, and fails at its KIDNEY_SCAN_MAX_ATTEMPTS-th attempt; so does one whose worker dies
+# every time it is processed.
+KIDNEY_SCAN_MAX_ATTEMPTS = int(env("KIDNEY_SCAN_MAX_ATTEMPTS", "3"))
+KIDNEY_SCAN_RETRY_SECONDS = float(env("KIDNEY_SCAN_RETRY_SECONDS", "2"))
 # Grad-CAM heatmaps: "always" (by the worker with each batch) or "on_request" (first GET).
 KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "always")
 # Keys the hash that replaces DICOM study UIDs. Changing it splits old and new slices of a

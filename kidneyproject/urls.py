@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from kidneyproject.health import healthz
 from scans.pages import review_page
 from scans.training_views import TrainingRunViewSet
 from scans.views import ModelVersionWithAgreementViewSet, ReviewQueueView, ScanViewSet
@@ -15,6 +16,7 @@ router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/review/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
     path("review/", review_page, name="review"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

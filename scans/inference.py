@@ -3,6 +3,7 @@ forward pass, store a prediction per scan. Everything here is safe to run twice.
 
 import logging
 import time
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -55,28 +56,67 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
     """Claim the task's own queued scans, plus other queued scans up to a full batch.
 
     A scan already claimed by this task id is claimed again: that is a redelivered message
-    whose worker died. Scans claimed by another live task are left to it.
+    whose worker died. Scans claimed by another live task, or backing off, are left alone. A
+    scan that used up its attempts (its worker died each time) fails instead of being claimed,
+    so one poison scan cannot take workers down forever.
     """
-    mine = Q(id__in=scan_ids, status=Scan.Status.QUEUED) | Q(
+    now = timezone.now()
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    mine = Q(id__in=scan_ids, status=Scan.Status.QUEUED) & ready | Q(
         status=Scan.Status.PROCESSING, claimed_by=task_id
     )
+    waiting = Q(status=Scan.Status.QUEUED) & ready
     with transaction.atomic():
         locked = Scan.objects.select_for_update(skip_locked=True)
         claimed = list(locked.filter(mine).order_by("created")[:batch_size])
         room = batch_size - len(claimed)
         if room > 0:
             claimed += list(
-                locked.filter(status=Scan.Status.QUEUED)
+                locked.filter(waiting)
                 .exclude(id__in=[scan.id for scan in claimed])
                 .order_by("created")[:room]
             )
+        exhausted = [s.id for s in claimed if s.attempts >= settings.KIDNEY_SCAN_MAX_ATTEMPTS]
+        Scan.objects.filter(id__in=exhausted).update(
+            status=Scan.Status.FAILED,
+            error=f"Gave up after {settings.KIDNEY_SCAN_MAX_ATTEMPTS} attempts: the worker "
+            "stopped while processing this scan each time.",
+            claimed_by="",
+            claimed_at=None,
+        )
+        claimed = [scan for scan in claimed if scan.id not in exhausted]
         Scan.objects.filter(id__in=[scan.id for scan in claimed]).update(
             status=Scan.Status.PROCESSING,
             claimed_by=task_id,
-            claimed_at=timezone.now(),
+            claimed_at=now,
             attempts=F("attempts") + 1,
+            not_before=None,
         )
+    for scan in claimed:
+        scan.attempts += 1
+    if exhausted:
+        logger.warning("Failed %d scan(s) that used up their attempts", len(exhausted))
     return claimed
+
+
+def scan_retry_later(*, scan: Scan, reason: str) -> None:
+    """A failure that may pass (storage unreachable): back off and try again, doubling the
+    wait; fail with the reason at the last attempt. Other scans go on meanwhile."""
+    if scan.attempts >= settings.KIDNEY_SCAN_MAX_ATTEMPTS:
+        scan_fail(scan=scan, reason=f"{reason} (after {scan.attempts} attempts)")
+        return
+    delay = settings.KIDNEY_SCAN_RETRY_SECONDS * 2 ** (scan.attempts - 1)
+    Scan.objects.filter(pk=scan.pk, status=Scan.Status.PROCESSING).update(
+        status=Scan.Status.QUEUED,
+        claimed_by="",
+        claimed_at=None,
+        error=reason,
+        not_before=timezone.now() + timedelta(seconds=delay),
+    )
+    from scans.tasks import classify_scans  # the task module imports this one
+
+    transaction.on_commit(lambda: classify_scans.apply_async([[str(scan.pk)]], countdown=delay))
+    logger.warning("Scan %s: attempt %d failed, retrying in %.0f s", scan.pk, scan.attempts, delay)
 
 
 def scans_release(*, task_id: str) -> None:
@@ -117,14 +157,20 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     for scan in claimed:
         try:
             with scan.file.open("rb") as stored:
-                image = decode_image(
-                    stored.read(),
-                    max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
-                    min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
-                    window=model_version.preprocessing_config.window,
-                )
-        except (OSError, ImageDecodeError) as error:
-            scan_fail(scan=scan, reason=f"The stored image could not be read: {error}")
+                data = stored.read()
+        except OSError as error:
+            scan_retry_later(scan=scan, reason=f"The stored file could not be read: {error}")
+            continue
+        try:
+            image = decode_image(
+                data,
+                max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
+                min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
+                window=model_version.preprocessing_config.window,
+            )
+        except ImageDecodeError as error:
+            # The bytes themselves are bad: another attempt cannot help.
+            scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
             continue
         readable.append(scan)
         pixels.append(image.pixels)

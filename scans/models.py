@@ -51,7 +51,12 @@ class Scan(models.Model):
         max_length=64, blank=True, help_text="Celery task id of the batch processing it."
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker has claimed it."
+    )
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Backing off after a failed attempt: not claimed before."
+    )
     confirmed_label = models.CharField(max_length=32, blank=True, db_index=True)
     confirmed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

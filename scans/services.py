@@ -1,16 +1,20 @@
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts.services import user_organisation
 from ml_core import dicom
 from ml_core.images import DecodedImage, decode_image
 from scans.models import Prediction, ReviewEvent, Scan
 from scans.tasks import classify_scans
+
+logger = logging.getLogger(__name__)
 
 FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
@@ -67,11 +71,23 @@ def scan_create(*, data: bytes, uploaded_by, frame: int | None = None) -> tuple[
             scan = _store(
                 upload, uploaded_by=uploaded_by, organisation=user_organisation(uploaded_by)
             )
-            transaction.on_commit(lambda: classify_scans.delay([str(scan.id)]))
+            transaction.on_commit(lambda: inference_enqueue([str(scan.id)]))
     except IntegrityError:
         # The same upload, sent twice at once: the other request stored it.
         return Scan.objects.get(uploaded_by=uploaded_by, sha256=upload.sha256), False
     return scan, True
+
+
+def inference_enqueue(scan_ids: list[str]) -> None:
+    """Send scans to the inference queue. The database, not the broker, is the record of
+    what waits: if the broker is down the scans stay queued and the periodic sweep sends them
+    once it is back, so the upload still succeeds."""
+    try:
+        classify_scans.delay(scan_ids)
+    except BrokerUnavailable as error:
+        logger.warning(
+            "Broker unreachable (%s); %d scan(s) left to the sweep", error, len(scan_ids)
+        )
 
 
 def scan_import(*, data: bytes, label: str, imported_by) -> tuple[Scan, bool]:

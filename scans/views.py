@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 
 from accounts.permissions import allow
 from accounts.roles import Role
@@ -39,6 +40,15 @@ class UnsupportedUpload(APIException):
     default_code = "unsupported_encoding"
 
 
+class UploadRateThrottle(UserRateThrottle):
+    """Uploads per user, at KIDNEY_UPLOAD_RATE (read per request, so it is a live setting)."""
+
+    scope = "upload"
+
+    def get_rate(self) -> str:
+        return settings.KIDNEY_UPLOAD_RATE
+
+
 # Room for the multipart boundaries and headers around the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -58,7 +68,12 @@ class ScanViewSet(
         allow(read=tuple(Role), write=(Role.CLINICIAN, Role.RADIOLOGIST)),
     ]
 
+    def get_throttles(self):
+        return [UploadRateThrottle()] if self.action == "create" else super().get_throttles()
+
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema has no user
+            return Scan.objects.none()
         scans = selectors.scans_visible_to(self.request.user)
         if self.action != "list":
             return scans
@@ -148,7 +163,8 @@ class ScanViewSet(
         return HttpResponse(intensity_png(image.pixels), content_type="image/png")
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 202: None, 404: None})
-    @action(detail=True, methods=["get"], url_path="heatmap.png")
+    # Routed in kidneyproject/urls.py: a file name takes no trailing slash, which the router
+    # would add.
     def heatmap(self, request, pk=None):
         """The Grad-CAM overlay (RGBA PNG, the scan's size): where the evidence for
         "abnormal" lies. 202 while it is being computed; ask again."""

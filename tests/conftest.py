@@ -79,7 +79,10 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
+    if exitstatus == 0:
+        shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
+    else:  # keep the worker's log and the stored files for a look
+        print(f"\nTest data (worker.log, media) kept in {TEST_DATA_DIR}")
 
 
 @pytest.fixture(scope="session")

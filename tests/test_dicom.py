@@ -165,7 +165,7 @@ def test_a_dicom_upload_is_stored_de_identified_classified_and_viewable(client_f
         body = client.get(f"/api/scans/{scan.pk}/").json()
         return body if body["status"] in ("predicted", "failed") else None
 
-    body = wait_for(predicted, timeout=60, message="the DICOM scan to be classified")
+    body = wait_for(predicted, timeout=120, message="the DICOM scan to be classified")
     assert body["status"] == "predicted", body
     assert body["study_reference"] == scan.study_reference
 

@@ -36,7 +36,7 @@ def test_a_scan_whose_stored_file_is_unreadable_fails_with_its_reason_and_others
     broken.refresh_from_db()
     assert classified == 1
     assert broken.status == Scan.Status.FAILED
-    assert "could not be read" in broken.error
+    assert "could not be decoded" in broken.error
     assert Scan.objects.get(pk=ids[1]).status == Scan.Status.PREDICTED
     assert client.get(f"/api/scans/{broken.pk}/").json()["error"] == broken.error
 

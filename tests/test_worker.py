@@ -124,3 +124,30 @@ def test_the_sweep_resends_scans_whose_message_was_lost(client_for, serving_mode
 
     for scan in (lost, abandoned):
         assert poll_until_done(client, str(scan.pk))["status"] == "predicted"
+
+
+def test_a_poison_scan_is_retried_with_backoff_then_fails_and_never_blocks_the_others(
+    client_for, serving_model, settings
+):
+    import time
+
+    client = client_for("clinician")
+    poison = make_scan(client.user)  # its file is gone from storage
+    healthy = [make_scan(client.user, image=phantom_png(seed=40 + seed)) for seed in range(5)]
+    sent = time.monotonic()
+
+    classify_scans.delay([str(poison.pk)] + [str(scan.pk) for scan in healthy])
+
+    for scan in healthy:
+        assert poll_until_done(client, str(scan.pk))["status"] == "predicted"
+    poison.refresh_from_db()
+    assert poison.status != Scan.Status.FAILED  # still backing off: it held no one up
+    body = poll_until_done(client, str(poison.pk))
+    waited = time.monotonic() - sent
+    poison.refresh_from_db()
+    assert body["status"] == "failed"
+    assert "could not be read" in body["error"]
+    assert f"after {settings.KIDNEY_SCAN_MAX_ATTEMPTS} attempts" in body["error"]
+    assert poison.attempts == settings.KIDNEY_SCAN_MAX_ATTEMPTS
+    # Backoff: 2 s, then 4 s, between the three attempts.
+    assert waited >= settings.KIDNEY_SCAN_RETRY_SECONDS * (1 + 2)
