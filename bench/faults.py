@@ -94,6 +94,7 @@ def main() -> None:
         "--database-url", default="postgres://postgres@127.0.0.1:5432/kidney_faults"
     )
     parser.add_argument("--chaos-seconds", type=float, default=4.0, help="time between faults")
+    parser.add_argument("--chaos-max-seconds", type=float, default=120)
     parser.add_argument("--sweep-seconds", type=int, default=5)
     parser.add_argument("--finish-seconds", type=float, default=600)
     parser.add_argument("--seed", type=int, default=0)
@@ -143,21 +144,27 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
             scan_ids = [scan_id for scan_id in pool.map(upload, payloads) if scan_id]
         uploading = time.perf_counter() - started
-        chaos.stopping.set()
-        chaos.join()
 
         def counts() -> dict:
-            return {
-                status: session.get(f"{base}/scans/", params={"status": status}, timeout=30).json()[
-                    "count"
-                ]
-                for status in ("predicted", "failed")
-            }
+            def count(status: str) -> int:
+                listing = session.get(f"{base}/scans/", params={"status": status}, timeout=30)
+                return listing.json()["count"]
+
+            for _ in range(30):  # the web server may be reconnecting; ask again
+                with contextlib.suppress(requests.RequestException, KeyError, ValueError):
+                    return {status: count(status) for status in ("predicted", "failed")}
+                time.sleep(1)
+            raise RuntimeError("The API did not answer")
 
         def settled() -> bool:
             current = counts()
             return current["predicted"] + current["failed"] >= len(scan_ids)
 
+        # Faults go on while scans are being classified, up to --chaos-max-seconds.
+        with contextlib.suppress(TimeoutError):
+            wait_until(settled, timeout=args.chaos_max_seconds, interval=1, what="chaos")
+        chaos.stopping.set()
+        chaos.join()
         with contextlib.suppress(TimeoutError):
             wait_until(settled, timeout=args.finish_seconds, interval=1, what="every scan")
         elapsed = time.perf_counter() - started
@@ -166,7 +173,7 @@ def main() -> None:
     lost = len(scan_ids) - final["predicted"] - final["failed"]
     print(
         f"{len(payloads)} uploads sent in {uploading:.0f} s with {chaos.kills} worker SIGKILLs "
-        f"and {chaos.restarts} Redis restarts; all settled after {elapsed:.0f} s"
+        f"and {chaos.restarts} Redis restarts in all; settled after {elapsed:.0f} s"
     )
     print(
         f"uploaded {len(scan_ids)}, predicted {final['predicted']}, failed {final['failed']}, "

@@ -56,9 +56,12 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
     """Claim the task's own queued scans, plus other queued scans up to a full batch.
 
     A scan already claimed by this task id is claimed again: that is a redelivered message
-    whose worker died. Scans claimed by another live task, or backing off, are left alone. A
-    scan that used up its attempts (its worker died each time) fails instead of being claimed,
-    so one poison scan cannot take workers down forever.
+    whose worker died. Scans claimed by another live task, or backing off, are left alone.
+
+    A scan claimed before that never finished may be what killed its worker, so it is claimed
+    alone, and it fails instead once it used up its attempts: one poison scan can neither take
+    workers down forever nor take a batch of others with it. The task's other scans go back to
+    the queue and are sent again.
     """
     now = timezone.now()
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
@@ -68,15 +71,15 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
     waiting = Q(status=Scan.Status.QUEUED) & ready
     with transaction.atomic():
         locked = Scan.objects.select_for_update(skip_locked=True)
-        claimed = list(locked.filter(mine).order_by("created")[:batch_size])
-        room = batch_size - len(claimed)
+        candidates = list(locked.filter(mine).order_by("created")[:batch_size])
+        room = batch_size - len(candidates)
         if room > 0:
-            claimed += list(
+            candidates += list(
                 locked.filter(waiting)
-                .exclude(id__in=[scan.id for scan in claimed])
+                .exclude(id__in=[scan.id for scan in candidates])
                 .order_by("created")[:room]
             )
-        exhausted = [s.id for s in claimed if s.attempts >= settings.KIDNEY_SCAN_MAX_ATTEMPTS]
+        exhausted = [s.id for s in candidates if s.attempts >= settings.KIDNEY_SCAN_MAX_ATTEMPTS]
         Scan.objects.filter(id__in=exhausted).update(
             status=Scan.Status.FAILED,
             error=f"Gave up after {settings.KIDNEY_SCAN_MAX_ATTEMPTS} attempts: the worker "
@@ -84,7 +87,13 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
             claimed_by="",
             claimed_at=None,
         )
-        claimed = [scan for scan in claimed if scan.id not in exhausted]
+        candidates = [scan for scan in candidates if scan.id not in exhausted]
+        suspects = [scan for scan in candidates if scan.attempts > 0]
+        claimed = suspects[:1] if suspects else candidates
+        left = [scan.id for scan in candidates if scan not in claimed]
+        Scan.objects.filter(id__in=left, claimed_by=task_id).update(
+            status=Scan.Status.QUEUED, claimed_by="", claimed_at=None
+        )
         Scan.objects.filter(id__in=[scan.id for scan in claimed]).update(
             status=Scan.Status.PROCESSING,
             claimed_by=task_id,
@@ -92,11 +101,19 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
             attempts=F("attempts") + 1,
             not_before=None,
         )
+        if left:
+            _send_on_commit([str(scan_id) for scan_id in left])
     for scan in claimed:
         scan.attempts += 1
     if exhausted:
         logger.warning("Failed %d scan(s) that used up their attempts", len(exhausted))
     return claimed
+
+
+def _send_on_commit(scan_ids: list[str], *, countdown: float = 0) -> None:
+    from scans.tasks import classify_scans  # the task module imports this one
+
+    transaction.on_commit(lambda: classify_scans.apply_async([scan_ids], countdown=countdown))
 
 
 def scan_retry_later(*, scan: Scan, reason: str) -> None:
@@ -113,9 +130,7 @@ def scan_retry_later(*, scan: Scan, reason: str) -> None:
         error=reason,
         not_before=timezone.now() + timedelta(seconds=delay),
     )
-    from scans.tasks import classify_scans  # the task module imports this one
-
-    transaction.on_commit(lambda: classify_scans.apply_async([[str(scan.pk)]], countdown=delay))
+    _send_on_commit([str(scan.pk)], countdown=delay)
     logger.warning("Scan %s: attempt %d failed, retrying in %.0f s", scan.pk, scan.attempts, delay)
 
 
@@ -147,12 +162,13 @@ def scans_fail(*, scan_ids: list[str], task_id: str, reason: str) -> None:
 
 def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     """Classify the task's scans (and others waiting) in one batch; return how many."""
+    # The model first: scans are claimed only for as long as the forward pass takes.
+    model_version, predictor = serving_predictor()
     claimed = scans_claim(
         scan_ids=scan_ids, task_id=task_id, batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE
     )
     if not claimed:
         return 0
-    model_version, predictor = serving_predictor()
     readable, pixels = [], []
     for scan in claimed:
         try:

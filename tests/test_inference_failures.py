@@ -102,3 +102,32 @@ def test_heatmaps_on_request_are_computed_by_the_task_then_served(
     assert ready.status_code == 200
     assert ready["Content-Type"] == "image/png"
     assert client.get(f"/api/scans/{waiting.pk}/heatmap.png").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_scan_whose_worker_died_is_retried_alone_and_fails_once_out_of_attempts(
+    client_for, serving_model, settings, django_capture_on_commit_callbacks
+):
+    user = client_for("clinician").user
+    suspect = make_scan(user, image=phantom_png(seed=60), attempts=1)  # its worker died once
+    others = [make_scan(user, image=phantom_png(seed=61 + seed)) for seed in range(3)]
+    hopeless = make_scan(
+        user, image=phantom_png(seed=70), attempts=settings.KIDNEY_SCAN_MAX_ATTEMPTS
+    )
+    ids = [str(scan.pk) for scan in [suspect, *others, hopeless]]
+
+    with django_capture_on_commit_callbacks() as resent:
+        classified = classify_scans.apply(args=[ids]).get()
+
+    assert classified == 1
+    suspect.refresh_from_db()
+    assert suspect.status == Scan.Status.PREDICTED
+    assert suspect.prediction.batch_size == 1  # alone: it cannot take others down with it
+    assert suspect.attempts == 2
+    hopeless.refresh_from_db()
+    assert hopeless.status == Scan.Status.FAILED
+    assert f"Gave up after {settings.KIDNEY_SCAN_MAX_ATTEMPTS} attempts" in hopeless.error
+    assert set(
+        Scan.objects.filter(pk__in=[s.pk for s in others]).values_list("status", flat=True)
+    ) == {Scan.Status.QUEUED}
+    assert len(resent) == 1  # the others are sent again, as a batch of their own
