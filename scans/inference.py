@@ -175,7 +175,9 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
             with scan.file.open("rb") as stored:
                 data = stored.read()
         except OSError as error:
-            scan_retry_later(scan=scan, reason=f"The stored file could not be read: {error}")
+            # strerror, not str(error): the reason is shown to users, the server's path is not.
+            reason = f"The stored file could not be read: {error.strerror or type(error).__name__}"
+            scan_retry_later(scan=scan, reason=reason)
             continue
         try:
             image = decode_image(

@@ -146,7 +146,8 @@ def test_a_poison_scan_is_retried_with_backoff_then_fails_and_never_blocks_the_o
     waited = time.monotonic() - sent
     poison.refresh_from_db()
     assert body["status"] == "failed"
-    assert "could not be read" in body["error"]
+    assert "could not be read: No such file or directory" in body["error"]
+    assert str(settings.MEDIA_ROOT) not in body["error"]  # no server paths for users
     assert f"after {settings.KIDNEY_SCAN_MAX_ATTEMPTS} attempts" in body["error"]
     assert poison.attempts == settings.KIDNEY_SCAN_MAX_ATTEMPTS
     # Backoff: 2 s, then 4 s, between the three attempts.
