@@ -173,3 +173,32 @@ def test_a_dicom_upload_is_stored_de_identified_classified_and_viewable(client_f
     assert image.status_code == 200
     assert image["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(image.content)).size == (128, 128)
+
+
+@pytest.mark.django_db
+def test_imported_dicom_slices_keep_their_study_together_in_training_splits(tmp_path):
+    from django.core.management import call_command
+
+    from ml_core.datasets import block_split
+    from scans.training_data import confirmed_label_entries
+
+    studies = {"normal": ["1.2.826.1.1", "1.2.826.1.2"], "stone": ["1.2.826.1.3", "1.2.826.1.4"]}
+    number = 0
+    for label, uids in studies.items():
+        (tmp_path / label).mkdir()
+        for uid in uids:
+            for instance in range(1, 7):
+                number += 1
+                path = tmp_path / label / f"slice-{number}.dcm"
+                path.write_bytes(dicom_files.ct_slice(study_uid=uid, instance=instance))
+
+    call_command("import_dataset", str(tmp_path), stdout=io.StringIO(), stderr=io.StringIO())
+
+    entries = confirmed_label_entries(["normal", "stone"])
+    assert len(entries) == 24
+    assert len({entry.group for entry in entries}) == 4
+    assert all(len(entry.group) == 64 for entry in entries)
+    kept, held_out = block_split(entries, fraction=0.2, gap=0)
+    # 20% of each class is two slices of its later study; the whole study goes with them.
+    assert len(held_out) == 12
+    assert {entry.group for entry in kept}.isdisjoint({entry.group for entry in held_out})
