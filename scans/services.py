@@ -10,7 +10,8 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts.services import user_organisation
 from ml_core import dicom
-from ml_core.images import DecodedImage, decode_image
+from ml_core.images import DecodedImage, ImageDecodeError, decode_image
+from ml_core.metadata import MalformedMetadata, strip_metadata
 from scans.models import Prediction, ReviewEvent, Scan
 from scans.tasks import classify_scans
 
@@ -21,8 +22,8 @@ FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
 @dataclass(frozen=True)
 class PreparedUpload:
-    """What is stored for an upload: its bytes (a DICOM file de-identified), their hash, the
-    decoded image and, for DICOM, the study reference."""
+    """What is stored for an upload: its bytes (DICOM de-identified, PNG and JPEG without
+    their metadata), their hash, the decoded image and, for DICOM, the study reference."""
 
     data: bytes
     sha256: str
@@ -47,6 +48,11 @@ def upload_prepare(data: bytes, *, frame: int | None = None) -> PreparedUpload:
             data, key=settings.KIDNEY_STUDY_HASH_KEY.encode(), frame=frame
         )
         data, reference = deidentified.data, deidentified.study_reference
+    else:
+        try:
+            data = strip_metadata(data, image.format)
+        except MalformedMetadata as error:
+            raise ImageDecodeError(str(error)) from None
     return PreparedUpload(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
