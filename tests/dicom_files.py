@@ -8,7 +8,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 PATIENT_NAME = "Doe^Jane^Q"
 PATIENT_ID = "MRN-4471-2093"
@@ -91,7 +91,3 @@ def ct_declaring(transfer_syntax_uid: str) -> bytes:
     dataset.file_meta.TransferSyntaxUID = transfer_syntax_uid
     return to_bytes(dataset)
 
-
-def uncompressed(dataset: Dataset) -> Dataset:
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return dataset
