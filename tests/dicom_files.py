@@ -90,4 +90,3 @@ def ct_declaring(transfer_syntax_uid: str) -> bytes:
     dataset["PixelData"].VR = "OB"
     dataset.file_meta.TransferSyntaxUID = transfer_syntax_uid
     return to_bytes(dataset)
-
