@@ -5,6 +5,8 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
+from training.selectors import serving_model_version
+
 BROKER_TIMEOUT_SECONDS = 2.0
 
 
@@ -42,7 +44,5 @@ def _broker() -> dict:
 
 
 def _serving_model() -> dict:
-    from training.selectors import serving_model_version
-
     version = serving_model_version()
     return {"ok": version is not None, "version": version.version if version else None}

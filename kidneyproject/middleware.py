@@ -2,7 +2,7 @@
 
 import logging
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 from django.http import JsonResponse
 
 logger = logging.getLogger(__name__)
@@ -11,7 +11,7 @@ RETRY_AFTER_SECONDS = 5
 
 
 class DatabaseUnavailableMiddleware:
-    """A request that finds the database unreachable gets 503 with a JSON error and a
+    """A view that finds the database unreachable gets 503 with a JSON error and a
     Retry-After header. Its connection is closed, so the next request connects afresh and the
     service recovers by itself once the database is back."""
 
@@ -19,18 +19,12 @@ class DatabaseUnavailableMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        try:
-            return self.get_response(request)
-        except (OperationalError, InterfaceError) as error:
-            return self._unavailable(error)
+        return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)):
-            return self._unavailable(exception)
-        return None
-
-    def _unavailable(self, error: DatabaseError) -> JsonResponse:
-        logger.error("Database unavailable: %s", type(error).__name__)
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logger.error("Database unavailable: %s", type(exception).__name__)
         for connection in connections.all(initialized_only=True):
             connection.close_if_unusable_or_obsolete()
         response = JsonResponse(

@@ -16,6 +16,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
+from ml_core.errors import ImageDecodeError, ImageTooLarge, UnsupportedEncoding
+
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
 CONTENT_TYPE = "application/dicom"
@@ -97,18 +99,6 @@ REPLACED_UIDS = (
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 basic profile; UIDs keyed hashes"  # LO: 64 chars
 
 
-class DicomError(ValueError):
-    """The DICOM file cannot be accepted; the message is safe to show the uploader."""
-
-
-class DicomTooLarge(DicomError):
-    pass
-
-
-class UnsupportedTransferSyntax(DicomError):
-    """The pixel data is encoded in a way no installed decoder reads."""
-
-
 @dataclass(frozen=True)
 class CtWindow:
     """A CT display window in Hounsfield units: level L and width W map L - W/2 .. L + W/2
@@ -135,68 +125,67 @@ def is_dicom(data: bytes) -> bool:
 
 def hounsfield_units(
     data: bytes, *, max_pixels: int, min_side: int = 1, frame: int | None = None
-) -> tuple[np.ndarray, Dataset]:
-    """One CT slice in Hounsfield units (float32, rows x columns), with its header.
+) -> np.ndarray:
+    """One CT slice in Hounsfield units (float32, rows x columns).
 
-    A multi-frame file needs `frame` (0-based). Raises DicomError for what cannot be
-    accepted, DicomTooLarge before decoding an oversized image and UnsupportedTransferSyntax
-    when no decoder is installed for the pixel data's encoding.
+    A multi-frame file needs `frame` (0-based). Raises ImageDecodeError for what cannot be
+    accepted, ImageTooLarge before decoding an oversized image and UnsupportedEncoding when no
+    decoder is installed for the pixel data's encoding.
     """
     dataset = _read(data)
     frames = _validate(dataset, max_pixels=max_pixels, min_side=min_side, frame=frame)
     try:
         stored = pixel_array(io.BytesIO(data), index=frame if frames > 1 else None)
     except Exception as error:  # decoders raise anything from ValueError to struct.error
-        raise DicomError(f"The DICOM pixel data is truncated or corrupt ({error}).") from None
+        raise ImageDecodeError(f"The DICOM pixel data is truncated or corrupt ({error}).") from None
     if stored.shape != (dataset.Rows, dataset.Columns):
-        raise DicomError(f"The DICOM pixel data has shape {stored.shape}; one slice expected.")
+        raise ImageDecodeError(
+            f"The DICOM pixel data has shape {stored.shape}; one slice expected."
+        )
     slope, intercept = _rescale(dataset, frame or 0)
-    return stored.astype(np.float32) * slope + intercept, dataset
+    return stored.astype(np.float32) * slope + intercept
 
 
 def _read(data: bytes) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError:
-        raise DicomError("The file is not a valid DICOM Part 10 file.") from None
+        raise ImageDecodeError("The file is not a valid DICOM Part 10 file.") from None
     except Exception as error:  # a corrupt header can fail anywhere in the parser
-        raise DicomError(f"The DICOM header is corrupt ({error}).") from None
+        raise ImageDecodeError(f"The DICOM header is corrupt ({error}).") from None
 
 
 def _validate(dataset: Dataset, *, max_pixels: int, min_side: int, frame: int | None) -> int:
     """Check the header; return the number of frames."""
     try:
         modality = str(dataset.get("Modality", "") or "")
-        if modality != "CT":
-            raise DicomError(
-                f"The DICOM modality is {modality or 'missing'}; only CT (Modality CT) is accepted."
-            )
-        if "PixelData" not in dataset:
-            raise DicomError("The DICOM file has no pixel data.")
         rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-        if rows * columns > max_pixels:
-            raise DicomTooLarge(
-                f"The DICOM image is {columns}x{rows} pixels; at most {max_pixels} pixels are "
-                "accepted."
-            )
-        if min(rows, columns) < min_side:
-            raise DicomError(
-                f"The DICOM image is {columns}x{rows} pixels; each side must be at least "
-                f"{min_side}."
-            )
-        if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
-            raise DicomError("The DICOM image has colour samples; CT slices are monochrome.")
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
         frames = int(dataset.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError) as error:
-        if isinstance(error, DicomError):
-            raise
-        raise DicomError(f"The DICOM header has an invalid value ({error}).") from None
+        raise ImageDecodeError(f"The DICOM header has an invalid value ({error}).") from None
+    if modality != "CT":
+        raise ImageDecodeError(
+            f"The DICOM modality is {modality or 'missing'}; only CT (Modality CT) is accepted."
+        )
+    if "PixelData" not in dataset:
+        raise ImageDecodeError("The DICOM file has no pixel data.")
+    if rows * columns > max_pixels:
+        raise ImageTooLarge(
+            f"The DICOM image is {columns}x{rows} pixels; at most {max_pixels} pixels are accepted."
+        )
+    if min(rows, columns) < min_side:
+        raise ImageDecodeError(
+            f"The DICOM image is {columns}x{rows} pixels; each side must be at least {min_side}."
+        )
+    if samples != 1:
+        raise ImageDecodeError("The DICOM image has colour samples; CT slices are monochrome.")
     if frames > 1 and frame is None:
-        raise DicomError(
+        raise ImageDecodeError(
             f"The DICOM file has {frames} frames; choose one with the `frame` field (0-based)."
         )
     if frame is not None and not 0 <= frame < frames:
-        raise DicomError(f"Frame {frame} does not exist; the file has {frames} frame(s).")
+        raise ImageDecodeError(f"Frame {frame} does not exist; the file has {frames} frame(s).")
     _require_decoder(dataset)
     return frames
 
@@ -204,9 +193,9 @@ def _validate(dataset: Dataset, *, max_pixels: int, min_side: int, frame: int | 
 def _require_decoder(dataset: Dataset) -> None:
     syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "")))
     if not syntax:
-        raise DicomError("The DICOM file declares no transfer syntax.")
+        raise ImageDecodeError("The DICOM file declares no transfer syntax.")
     if not syntax.is_transfer_syntax:
-        raise UnsupportedTransferSyntax(
+        raise UnsupportedEncoding(
             f"The DICOM transfer syntax {syntax} is not one this service knows."
         )
     if not syntax.is_compressed:
@@ -214,12 +203,12 @@ def _require_decoder(dataset: Dataset) -> None:
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise UnsupportedTransferSyntax(
+        raise UnsupportedEncoding(
             f"The DICOM pixel data is encoded as {syntax.name}, which this service cannot "
             "decode; send it uncompressed or JPEG / JPEG-LS / JPEG 2000 / RLE compressed."
         ) from None
     if not decoder.is_available:
-        raise UnsupportedTransferSyntax(
+        raise UnsupportedEncoding(
             f"No decoder for {syntax.name} is installed on this server; send the file uncompressed."
         )
 
@@ -240,9 +229,9 @@ def _rescale(dataset: Dataset, frame: int) -> tuple[float, float]:
                 slope = float(item.get("RescaleSlope", 1) or 1)
                 intercept = float(item.get("RescaleIntercept", 0) or 0)
             except (TypeError, ValueError):
-                raise DicomError("The DICOM rescale slope or intercept is invalid.") from None
+                raise ImageDecodeError("The DICOM rescale slope or intercept is invalid.") from None
             if not (np.isfinite(slope) and np.isfinite(intercept)):
-                raise DicomError("The DICOM rescale slope or intercept is not finite.")
+                raise ImageDecodeError("The DICOM rescale slope or intercept is not finite.")
             return slope, intercept
     return 1.0, 0.0
 

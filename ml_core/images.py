@@ -13,24 +13,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml_core import dicom
+from ml_core.errors import ImageDecodeError, ImageTooLarge
 
 # Formats Pillow may try; everything else it knows (TIFF, GIF, PSD, ...) is refused, which
 # also keeps the attack surface of the image parsers small.
 ACCEPTED_PILLOW_FORMATS = ("PNG", "JPEG")
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "DICOM": dicom.CONTENT_TYPE}
-
-
-class ImageDecodeError(ValueError):
-    """The upload is not an image this service can read; the message is safe to show."""
-
-
-class ImageTooLarge(ImageDecodeError):
-    """The image's declared size exceeds the pixel limit (checked before decoding)."""
-
-
-class UnsupportedEncoding(ImageDecodeError):
-    """A known format in an encoding no installed decoder reads (a compressed DICOM transfer
-    syntax without its plugin)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +56,11 @@ def decode_image(
     if not data:
         raise ImageDecodeError("The file is empty.")
     if dicom.is_dicom(data):
-        return _decode_dicom(
-            data, max_pixels=max_pixels, min_side=min_side, window=window, frame=frame
+        hounsfield = dicom.hounsfield_units(
+            data, max_pixels=max_pixels, min_side=min_side, frame=frame
+        )
+        return DecodedImage(
+            pixels=window.apply(hounsfield), format="DICOM", content_type=dicom.CONTENT_TYPE
         )
     if frame is not None:
         raise ImageDecodeError("A frame can only be chosen in a multi-frame DICOM file.")
@@ -105,24 +96,6 @@ def decode_image(
         raise ImageDecodeError(f"The image data is truncated or corrupt ({error}).") from None
     return DecodedImage(
         pixels=pixels, format=image_format, content_type=CONTENT_TYPES[image_format]
-    )
-
-
-def _decode_dicom(
-    data: bytes, *, max_pixels: int, min_side: int, window: dicom.CtWindow, frame: int | None
-) -> DecodedImage:
-    try:
-        hounsfield, _ = dicom.hounsfield_units(
-            data, max_pixels=max_pixels, min_side=min_side, frame=frame
-        )
-    except dicom.DicomTooLarge as error:
-        raise ImageTooLarge(str(error)) from None
-    except dicom.UnsupportedTransferSyntax as error:
-        raise UnsupportedEncoding(str(error)) from None
-    except dicom.DicomError as error:
-        raise ImageDecodeError(str(error)) from None
-    return DecodedImage(
-        pixels=window.apply(hounsfield), format="DICOM", content_type=dicom.CONTENT_TYPE
     )
 
 

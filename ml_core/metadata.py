@@ -9,6 +9,8 @@ import zlib
 
 from PIL import Image
 
+from ml_core.errors import ImageDecodeError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_METADATA_CHUNKS = {b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf", b"iCCP"}
 EXIF_HEADER = b"Exif\x00\x00"
@@ -17,10 +19,6 @@ JPEG_SOI, JPEG_SOS = 0xD8, 0xDA
 # APP0 (JFIF) and APP14 (Adobe: how CMYK and YCbCr are stored) are needed to decode.
 JPEG_KEPT_APP_MARKERS = {0xE0, 0xEE}
 JPEG_COMMENT = 0xFE
-
-
-class MalformedMetadata(ValueError):
-    pass
 
 
 def strip_metadata(data: bytes, image_format: str) -> bytes:
@@ -33,7 +31,7 @@ def strip_metadata(data: bytes, image_format: str) -> bytes:
         if image_format == "JPEG":
             return _strip_jpeg(data, orientation)
     except (struct.error, IndexError):
-        raise MalformedMetadata(f"The {image_format} file's structure is corrupt.") from None
+        raise ImageDecodeError(f"The {image_format} file's structure is corrupt.") from None
     raise ValueError(f"No metadata stripping for {image_format}")
 
 

@@ -13,8 +13,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ml_core.decision import abnormal_scores, decide
+from ml_core.errors import ImageDecodeError
 from ml_core.gradcam import overlay_png
-from ml_core.images import ImageDecodeError, decode_image
+from ml_core.images import decode_image
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
 from scans.models import Prediction, Scan

@@ -10,8 +10,8 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts.services import user_organisation
 from ml_core import dicom
-from ml_core.images import DecodedImage, ImageDecodeError, decode_image
-from ml_core.metadata import MalformedMetadata, strip_metadata
+from ml_core.images import DecodedImage, decode_image
+from ml_core.metadata import strip_metadata
 from scans.models import Prediction, ReviewEvent, Scan
 from scans.tasks import classify_scans
 
@@ -49,10 +49,7 @@ def upload_prepare(data: bytes, *, frame: int | None = None) -> PreparedUpload:
         )
         data, reference = deidentified.data, deidentified.study_reference
     else:
-        try:
-            data = strip_metadata(data, image.format)
-        except MalformedMetadata as error:
-            raise ImageDecodeError(str(error)) from None
+        data = strip_metadata(data, image.format)
     return PreparedUpload(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),

@@ -13,7 +13,8 @@ from rest_framework.throttling import UserRateThrottle
 from accounts.permissions import allow
 from accounts.roles import Role
 from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
-from ml_core.images import ImageDecodeError, UnsupportedEncoding, decode_image, intensity_png
+from ml_core.errors import ImageDecodeError, UnsupportedEncoding
+from ml_core.images import decode_image, intensity_png
 from scans import selectors, services
 from scans.models import Scan
 from scans.serializers import (

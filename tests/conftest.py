@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.processes import wait_until
+
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="kidney-test-"))
 os.environ["KIDNEY_DATA_DIR"] = str(TEST_DATA_DIR)
 # Tests never pick up a deployment's DATABASE_URL or CELERY_BROKER_URL: they purge queues.
@@ -185,14 +187,10 @@ def celery_worker_process(django_db_setup, django_db_blocker):
 
 def wait_for(condition, *, timeout: float, interval: float = 0.2, message: str = ""):
     """Poll `condition` until it returns a truthy value; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {timeout} s waiting for {message or condition}")
-        time.sleep(interval)
+    try:
+        return wait_until(condition, timeout=timeout, interval=interval, what=message)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ local media in one data folder, web + workers + beat under `manage.py runstack`.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,7 @@ import uuid
 
 from tests.conftest import REPO_ROOT, wait_for
 from tests.images import phantom_png
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.processes import free_port
 
 
 def manage(*arguments, environment) -> str:

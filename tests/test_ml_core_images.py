@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml_core.images import ImageDecodeError, ImageTooLarge, decode_image
+from ml_core.errors import ImageDecodeError, ImageTooLarge
+from ml_core.images import decode_image
 from ml_core.preprocessing import PreprocessingConfig, to_model_batch, to_model_input
 from tests.images import encode, phantom_jpeg, phantom_png, png_bomb
 

@@ -1,5 +1,5 @@
 """The review page in headless Chromium: log in, upload, see the prediction, relabel, see
-the audit entry. Saves docs/images/review-page.png (linked from the README)."""
+the audit entry. Saves docs/images/review-page.png (generated, git-ignored)."""
 
 import os
 import shutil

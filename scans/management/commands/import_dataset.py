@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from ml_core.datasets import images_in_acquisition_order
-from ml_core.images import ImageDecodeError
+from ml_core.errors import ImageDecodeError
 from scans.services import scan_import
 
 IMPORT_USER = "dataset-import"
