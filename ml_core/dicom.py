@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
-from ml_core.errors import ImageDecodeError, ImageTooLarge, UnsupportedEncoding
+from ml_core.errors import ImageDecodeError, UnsupportedEncoding, require_size
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -170,14 +170,7 @@ def _validate(dataset: Dataset, *, max_pixels: int, min_side: int, frame: int | 
         )
     if "PixelData" not in dataset:
         raise ImageDecodeError("The DICOM file has no pixel data.")
-    if rows * columns > max_pixels:
-        raise ImageTooLarge(
-            f"The DICOM image is {columns}x{rows} pixels; at most {max_pixels} pixels are accepted."
-        )
-    if min(rows, columns) < min_side:
-        raise ImageDecodeError(
-            f"The DICOM image is {columns}x{rows} pixels; each side must be at least {min_side}."
-        )
+    require_size(columns, rows, max_pixels=max_pixels, min_side=min_side)
     if samples != 1:
         raise ImageDecodeError("The DICOM image has colour samples; CT slices are monochrome.")
     if frames > 1 and frame is None:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml_core import dicom
-from ml_core.errors import ImageDecodeError, ImageTooLarge
+from ml_core.errors import ImageDecodeError, ImageTooLarge, require_size
 
 # Formats Pillow may try; everything else it knows (TIFF, GIF, PSD, ...) is refused, which
 # also keeps the attack surface of the image parsers small.
@@ -76,15 +76,7 @@ def decode_image(
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"The image header is corrupt ({error}).") from None
 
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"The image is {width}x{height} pixels; at most {max_pixels} pixels are accepted."
-        )
-    if min(width, height) < min_side:
-        raise ImageDecodeError(
-            f"The image is {width}x{height} pixels; each side must be at least {min_side}."
-        )
+    require_size(*image.size, max_pixels=max_pixels, min_side=min_side)
     image_format = image.format
     try:
         with warnings.catch_warnings():
