@@ -24,7 +24,9 @@ run: install
 	@echo "Demo API token (role clinician): $$($(BIN)/python manage.py create_api_user demo --role clinician 2>/dev/null | tail -n 1)"
 	$(BIN)/python manage.py runstack --port $(PORT)
 
+# Sets up what the tests need (PostgreSQL, Redis, Chromium) where it can, says what it cannot.
 test: install
+	@tests/setup.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

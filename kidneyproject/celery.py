@@ -1,4 +1,5 @@
-"""The Celery app: three queues, routed by task module."""
+"""The Celery app: three queues; inference and training runs have their own, everything
+else (beat's checks) goes to `default`."""
 
 import os
 
@@ -13,6 +14,6 @@ app.conf.task_queues = [Queue("inference"), Queue("training"), Queue("default")]
 app.conf.task_routes = {
     "scans.tasks.classify_scans": {"queue": "inference"},
     "scans.tasks.compute_heatmap": {"queue": "inference"},
-    "training.tasks.*": {"queue": "training"},
+    "training.tasks.run_training": {"queue": "training"},
 }
 app.autodiscover_tasks()

@@ -5,6 +5,7 @@ all under KIDNEY_DATA_DIR. Production sets DATABASE_URL, CELERY_BROKER_URL and t
 (see docker-compose.yml). Nothing outside this module reads the environment.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -112,6 +113,7 @@ INSTALLED_APPS = [
     "accounts",
     "training",
     "scans",
+    "retraining",
 ]
 
 MIDDLEWARE = [
@@ -180,8 +182,15 @@ STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = DATA_DIR / "media"
+# Scans, heatmaps, model artifacts and training manifests: every process reads and writes them
+# through Django's storage API, so workers on other machines share them through an
+# S3-compatible store (django-storages; see README, "Production"). Options are JSON.
+KIDNEY_STORAGE_BACKEND = env(
+    "KIDNEY_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"
+)
+KIDNEY_STORAGE_OPTIONS = json.loads(env("KIDNEY_STORAGE_OPTIONS", "") or "{}")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": KIDNEY_STORAGE_BACKEND, "OPTIONS": KIDNEY_STORAGE_OPTIONS},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
@@ -249,7 +258,9 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # The service's own settings.
 KIDNEY_DEFAULT_ORGANISATION = env("KIDNEY_DEFAULT_ORGANISATION", "Default hospital")
-KIDNEY_MODELS_DIR = DATA_DIR / "models"
+# Local copies of what lives in storage, per machine: Keras and the image loaders need files.
+KIDNEY_MODEL_CACHE_DIR = DATA_DIR / "model-cache"
+KIDNEY_IMAGE_CACHE_DIR = DATA_DIR / "image-cache"
 KIDNEY_MAX_IMAGE_PIXELS = int(env("KIDNEY_MAX_IMAGE_PIXELS", str(6000 * 6000)))
 KIDNEY_MAX_UPLOAD_BYTES = int(env("KIDNEY_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
 # Uploads per user, e.g. "120/minute": a runaway script cannot flood the workers.
@@ -266,6 +277,9 @@ KIDNEY_SCAN_MAX_ATTEMPTS = int(env("KIDNEY_SCAN_MAX_ATTEMPTS", "3"))
 KIDNEY_SCAN_RETRY_SECONDS = float(env("KIDNEY_SCAN_RETRY_SECONDS", "2"))
 # Grad-CAM heatmaps: "always" (by the worker with each batch) or "on_request" (first GET).
 KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "always")
+# Test-only: a worker that claimed a batch writes this file and waits to be killed, so a fault
+# test kills it inside a batch deterministically. Empty (the default) in every deployment.
+KIDNEY_TEST_HOLD_BATCH_FILE = env("KIDNEY_TEST_HOLD_BATCH_FILE", "")
 # Keys the hash that replaces DICOM study UIDs. Changing it splits old and new slices of a
 # study into different groups, so set it once per deployment and keep it.
 KIDNEY_STUDY_HASH_KEY = env("KIDNEY_STUDY_HASH_KEY", "") or _embedded_secret("study_hash_key")
@@ -275,11 +289,16 @@ KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
 MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI", f"sqlite:///{DATA_DIR / 'mlflow.db'}")
 MLFLOW_ARTIFACT_LOCATION = env("MLFLOW_ARTIFACT_LOCATION", str(DATA_DIR / "mlartifacts"))
 MLFLOW_EXPERIMENT_NAME = env("MLFLOW_EXPERIMENT_NAME", "kidney-ct-training")
+# The model registry: the tracking store unless set apart.
+MLFLOW_REGISTRY_URI = env("MLFLOW_REGISTRY_URI", "") or MLFLOW_TRACKING_URI
+# An MLflow server that does not answer costs at most about this long per call, so serving
+# changes (which only warn when MLflow is down) answer promptly.
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+MLFLOW_HTTP_REQUEST_TIMEOUT = env("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 # Training and the promotion gate.
 KIDNEY_CLASSES = env_list("KIDNEY_CLASSES", "normal,stone")
 KIDNEY_FEATURE_CACHE_DIR = DATA_DIR / "feature-cache"
-KIDNEY_MANIFESTS_DIR = DATA_DIR / "manifests"
 KIDNEY_VALIDATION_FRACTION = float(env("KIDNEY_VALIDATION_FRACTION", "0.15"))
 KIDNEY_EVALUATION_FRACTION = float(env("KIDNEY_EVALUATION_FRACTION", "0.2"))
 KIDNEY_SPLIT_GAP = int(env("KIDNEY_SPLIT_GAP", "5"))

@@ -5,9 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from kidneyproject.health import healthz
+from retraining.views import ModelVersionWithAgreementViewSet, TrainingRunViewSet
 from scans.pages import review_page
-from scans.training_views import TrainingRunViewSet
-from scans.views import ModelVersionWithAgreementViewSet, ReviewQueueView, ScanViewSet
+from scans.views import ReviewQueueView, ScanViewSet
 
 router = DefaultRouter()
 router.register("scans", ScanViewSet, basename="scan")

@@ -91,6 +91,19 @@ def set_trainable(model, mode: str, finetune_blocks: int = 1) -> None:
             layer.trainable = True
 
 
+BatchCallback = Callable[[int, int, int], None]  # (epoch, batch, batches in the epoch)
+
+
+@dataclass
+class FitPlan:
+    """What fit() trains and on what: the whole model on streamed images, or only the head
+    on features extracted once."""
+
+    trainable: object
+    fit_data: dict
+    predict_validation: Callable[[object], np.ndarray]
+
+
 def train(
     config: TrainingConfig,
     train_entries: list[LabelledImage],
@@ -99,23 +112,51 @@ def train(
     initial_model=None,
     feature_cache_dir: Path | None = None,
     on_epoch_end: EpochCallback | None = None,
+    on_batch_end: BatchCallback | None = None,
 ) -> TrainedClassifier:
-    """Train (or, with initial_model, continue training) a classifier on streamed images."""
+    """Train (or, with initial_model, continue training) a classifier on streamed images,
+    then choose its threshold on the validation images."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    classes = list(config.classes)
+    model = prepare_model(config, initial_model)
+    plan = fit_plan(config, model, train_entries, validation_entries, feature_cache_dir)
+    validation_positive = np.array([entry.label != NEGATIVE_CLASS for entry in validation_entries])
+    history = fit(
+        config,
+        plan,
+        train_entries,
+        validation_positive,
+        on_epoch_end=on_epoch_end,
+        on_batch_end=on_batch_end,
+    )
+    return calibrate(config, model, train_entries, validation_entries, history)
+
+
+def prepare_model(config: TrainingConfig, initial_model=None):
+    """A new classifier, or the initial one checked against the configuration; the layers
+    the mode trains are made trainable."""
     if initial_model is not None and initial_model.input_shape[1] != config.input_size:
         raise ValueError("The initial model's input size differs from the configuration's.")
-    model = initial_model or build_classifier(classes, config.input_size, config.base_weights)
-    preprocessing = config.preprocessing
-    labels = np.array([classes.index(entry.label) for entry in train_entries])
-    class_weight = _balanced_class_weights(labels, len(classes)) if config.class_weights else None
+    model = initial_model or build_classifier(
+        list(config.classes), config.input_size, config.base_weights
+    )
     set_trainable(model, config.mode, config.finetune_blocks)
+    return model
 
+
+def fit_plan(
+    config: TrainingConfig,
+    model,
+    train_entries: list[LabelledImage],
+    validation_entries: list[LabelledImage],
+    feature_cache_dir: Path | None,
+) -> FitPlan:
+    classes = list(config.classes)
+    preprocessing = config.preprocessing
     if config.mode == "head":
         # A frozen base gives each image the same features every epoch: extract them once.
-        extractor, trainable = split_at_features(model)
+        extractor, head = split_at_features(model)
         train_inputs, _ = extract_features(
             extractor, train_entries, preprocessing,
             batch_size=config.batch_size, cache_dir=feature_cache_dir,
@@ -124,54 +165,98 @@ def train(
             extractor, validation_entries, preprocessing,
             batch_size=config.batch_size, cache_dir=feature_cache_dir,
         )  # fmt: skip
-        fit_data = {"x": train_inputs, "y": labels, "batch_size": config.batch_size}
+        labels = np.array([classes.index(entry.label) for entry in train_entries])
+        return FitPlan(
+            head,
+            {"x": train_inputs, "y": labels, "batch_size": config.batch_size},
+            lambda trained: np.asarray(trained.predict(validation_inputs, verbose=0)),
+        )
+    batches = make_batches(
+        train_entries,
+        classes,
+        preprocessing,
+        batch_size=config.batch_size,
+        augmentation=config.augmentation,
+        shuffle=True,
+        seed=config.seed,
+    )
+    return FitPlan(
+        model,
+        {"x": batches},
+        lambda trained: predict_entries(
+            trained, validation_entries, preprocessing, config.batch_size
+        ),
+    )
 
-        def predict_validation(trained):
-            return np.asarray(trained.predict(validation_inputs, verbose=0))
-    else:
-        trainable = model
-        fit_data = {
-            "x": make_batches(
-                train_entries,
-                classes,
-                preprocessing,
-                batch_size=config.batch_size,
-                augmentation=config.augmentation,
-                shuffle=True,
-                seed=config.seed,
-            )
-        }
 
-        def predict_validation(trained):
-            return predict_entries(trained, validation_entries, preprocessing, config.batch_size)
+def fit(
+    config: TrainingConfig,
+    plan: FitPlan,
+    train_entries: list[LabelledImage],
+    validation_positive: np.ndarray,
+    *,
+    on_epoch_end: EpochCallback | None = None,
+    on_batch_end: BatchCallback | None = None,
+) -> list[dict]:
+    """Fit with early stopping on validation ROC AUC; the best epoch's weights are kept.
+    Returns the per-epoch history."""
+    import keras
 
     from ml_core.callbacks import AucEarlyStopping
 
-    validation_positive = np.array([entry.label != NEGATIVE_CLASS for entry in validation_entries])
+    classes = list(config.classes)
+    labels = np.array([classes.index(entry.label) for entry in train_entries])
+    class_weight = _balanced_class_weights(labels, len(classes)) if config.class_weights else None
     monitor = AucEarlyStopping(
-        predict_validation,
+        plan.predict_validation,
         validation_positive,
         classes,
         patience=config.patience,
         max_seconds=config.max_minutes * 60,
         on_epoch_end=on_epoch_end,
     )
+    callbacks = [monitor]
+    steps = math.ceil(len(train_entries) / config.batch_size)
+    if on_batch_end is not None:
+        epoch = [0]
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda index, logs: epoch.__setitem__(0, index + 1),
+                on_train_batch_end=lambda batch, logs: on_batch_end(epoch[0], batch + 1, steps),
+            )
+        )
     learning_rate = config.learning_rate
     if config.learning_rate_schedule == "cosine":
-        steps = config.epochs * math.ceil(len(train_entries) / config.batch_size)
-        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
-    trainable.compile(
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, config.epochs * steps
+        )
+    plan.trainable.compile(
         optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy"
     )
-    trainable.fit(
-        **fit_data,
+    plan.trainable.fit(
+        **plan.fit_data,
         epochs=config.epochs,
         class_weight=class_weight,
-        callbacks=[monitor],
+        callbacks=callbacks,
         verbose=0,
     )
     monitor.restore_best()
-    probabilities = predict_entries(model, validation_entries, preprocessing, config.batch_size)
+    return monitor.history
+
+
+def calibrate(
+    config: TrainingConfig,
+    model,
+    train_entries: list[LabelledImage],
+    validation_entries: list[LabelledImage],
+    history: list[dict],
+) -> TrainedClassifier:
+    """The threshold that reaches the target sensitivity on validation, and the report."""
+    classes = list(config.classes)
+    probabilities = predict_entries(
+        model, validation_entries, config.preprocessing, config.batch_size
+    )
+    validation_positive = np.array([entry.label != NEGATIVE_CLASS for entry in validation_entries])
     scores = abnormal_scores(probabilities, classes)
     threshold = choose_threshold(validation_positive, scores, config.target_sensitivity)
     validation = evaluation_report(
@@ -181,10 +266,10 @@ def train(
     return TrainedClassifier(
         model,
         classes,
-        preprocessing,
+        config.preprocessing,
         threshold,
         validation,
-        monitor.history,
+        history,
         validation_positive,
         scores,
     )

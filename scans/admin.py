@@ -6,12 +6,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.roles import Role, user_has_role
-from ml_core.images import decode_image, intensity_png
+from ml_core.images import intensity_png
 from scans import selectors, services
+from scans.images import stored_image
 from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
-from scans.training_data import training_run_request
-from training.admin import ModelVersionAdmin, TrainingRunAdmin
-from training.models import ModelVersion, TrainingRun
 
 THUMBNAIL_SIDE = 160
 
@@ -39,7 +37,7 @@ class ReviewEventInline(admin.TabularInline):
     model = ReviewEvent
     extra = 0
     can_delete = False
-    fields = ["created", "reviewer", "old_label", "new_label", "note", "model_label"]
+    fields = ["created", "reviewer", "source", "old_label", "new_label", "note", "model_label"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -138,9 +136,7 @@ class ScanAdmin(admin.ModelAdmin):
         scan = get_object_or_404(Scan, pk=scan_id)
         if not self.has_view_permission(request, scan):
             return HttpResponse(status=403)
-        with scan.file.open("rb") as stored:
-            image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
-        thumbnail = intensity_png(image.pixels, max_side=THUMBNAIL_SIDE)
+        thumbnail = intensity_png(stored_image(scan).pixels, max_side=THUMBNAIL_SIDE)
         return HttpResponse(thumbnail, content_type="image/png")
 
 
@@ -170,38 +166,6 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
-
-
-@admin.action(
-    description="Start a new training run on the confirmed labels, same parameters",
-    permissions=["start_training"],
-)
-def start_training_run(modeladmin, request, queryset):
-    """Admin twin of POST /api/training-runs/: repeats the selected run's parameters."""
-    from training.services import TrainingRunActive
-
-    run = queryset.first()
-    try:
-        started = training_run_request(
-            parameters=run.parameters if run else None,
-            trigger=TrainingRun.Trigger.ADMIN,
-            requested_by=request.user,
-        )
-    except (TrainingRunActive, ValueError) as error:
-        modeladmin.message_user(request, str(error), messages.ERROR)
-        return
-    modeladmin.message_user(request, f"Training run {started.pk} queued.", messages.SUCCESS)
-
-
-admin.site.unregister(TrainingRun)
-
-
-@admin.register(TrainingRun)
-class TrainingRunWithStartAdmin(TrainingRunAdmin):
-    actions = [start_training_run]
-
-    def has_start_training_permission(self, request) -> bool:
-        return user_has_role(request.user, Role.ML_ENGINEER)
 
 
 def _review_all(modeladmin, request, queryset, label_of) -> None:
@@ -269,27 +233,3 @@ class ReviewQueueAdmin(ScanAdmin):
                 f"Relabel as {label}",
             )
         return actions
-
-
-admin.site.unregister(ModelVersion)
-
-
-@admin.register(ModelVersion)
-class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
-    """Adds how the version's predictions agree with the labels radiologists confirmed."""
-
-    readonly_fields = [*ModelVersionAdmin.readonly_fields, "agreement"]
-
-    @admin.display(description="Agreement with confirmed labels")
-    def agreement(self, model_version) -> str:
-        figures = selectors.model_version_agreement(model_version)
-        rows = figures["confusion_matrix"]["rows"]
-        classes = figures["confusion_matrix"]["classes"]
-        matrix = "; ".join(
-            f"true {name}: " + ", ".join(f"{col} {n}" for col, n in zip(classes, row, strict=True))
-            for name, row in zip(classes, rows, strict=True)
-        )
-        return (
-            f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
-            f"specificity {figures['specificity']}; decided as: {matrix}"
-        )

@@ -2,8 +2,10 @@
 forward pass, store a prediction per scan. Everything here is safe to run twice."""
 
 import logging
+import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -15,18 +17,21 @@ from django.utils import timezone
 from ml_core.decision import abnormal_scores, decide
 from ml_core.errors import ImageDecodeError
 from ml_core.gradcam import overlay_png
-from ml_core.images import decode_image
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
+from scans.dispatch import inference_enqueue
+from scans.images import stored_image
 from scans.models import Prediction, Scan
+from training.files import artifact_local_path
 from training.models import ModelVersion
-from training.selectors import model_artifact_path, serving_model_version
+from training.selectors import serving_model_version
 
 logger = logging.getLogger(__name__)
 
-# (model version id, predictor): loaded lazily in the worker process, after the fork, and
-# replaced when another version starts serving.
-_loaded: tuple[int, Predictor] | None = None
+# Loaded models by version id, in the worker process (after the fork): the serving version's,
+# and at most one other (a heatmap for a scan an older version predicted), so computing that
+# heatmap never unloads the serving model.
+_loaded: dict[int, Predictor] = {}
 
 
 class NoServingModel(RuntimeError):
@@ -41,16 +46,22 @@ def serving_predictor() -> tuple[ModelVersion, Predictor]:
 
 
 def predictor_for(model_version: ModelVersion) -> Predictor:
-    """The loaded model of this version, loading it (once) if another one is loaded."""
-    global _loaded
-    if _loaded is None or _loaded[0] != model_version.pk:
-        path = model_artifact_path(model_version)
-        logger.info("Loading model v%s from %s", model_version.version, path)
-        _loaded = (
-            model_version.pk,
-            Predictor.load(str(path), max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE),
-        )
-    return _loaded[1]
+    """The loaded model of this version, loading it once; models of versions that neither
+    serve nor were just asked for are let go."""
+    if model_version.pk not in _loaded:
+        path = artifact_local_path(model_version.artifact)
+        logger.info("Loading model %s from %s", model_version.label, path)
+        predictor = Predictor.load(str(path), max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE)
+        serving = serving_model_version()
+        keep = {model_version.pk, serving.pk if serving else None}
+        for version_id in [version_id for version_id in _loaded if version_id not in keep]:
+            del _loaded[version_id]
+        _loaded[model_version.pk] = predictor
+    return _loaded[model_version.pk]
+
+
+def loaded_model_versions() -> list[int]:
+    return sorted(_loaded)
 
 
 def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[Scan]:
@@ -103,18 +114,12 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
             not_before=None,
         )
         if left:
-            _send_on_commit([str(scan_id) for scan_id in left])
+            inference_enqueue(left)
     for scan in claimed:
         scan.attempts += 1
     if exhausted:
         logger.warning("Failed %d scan(s) that used up their attempts", len(exhausted))
     return claimed
-
-
-def _send_on_commit(scan_ids: list[str], *, countdown: float = 0) -> None:
-    from scans.tasks import classify_scans  # the task module imports this one
-
-    transaction.on_commit(lambda: classify_scans.apply_async([scan_ids], countdown=countdown))
 
 
 def scan_retry_later(*, scan: Scan, reason: str) -> None:
@@ -131,7 +136,7 @@ def scan_retry_later(*, scan: Scan, reason: str) -> None:
         error=reason,
         not_before=timezone.now() + timedelta(seconds=delay),
     )
-    _send_on_commit([str(scan.pk)], countdown=delay)
+    inference_enqueue([scan.pk], countdown=delay)
     logger.warning("Scan %s: attempt %d failed, retrying in %.0f s", scan.pk, scan.attempts, delay)
 
 
@@ -142,16 +147,18 @@ def scans_release(*, task_id: str) -> None:
     )
 
 
-def scans_requeue_stale(*, queued_before, claimed_before) -> list[str]:
-    """Ids of scans whose message may be lost: queued since before `queued_before`, or
-    claimed by a task that has not finished since before `claimed_before` (its claim is
+def scans_requeue_stale(*, queued_before, claimed_before) -> int:
+    """Send again the scans whose message may be lost: queued since before `queued_before`,
+    or claimed by a task that has not finished since before `claimed_before` (its claim is
     released). The database is the source of truth; the broker only carries messages."""
     with transaction.atomic():
         Scan.objects.filter(status=Scan.Status.PROCESSING, claimed_at__lt=claimed_before).update(
             status=Scan.Status.QUEUED, claimed_by="", claimed_at=None
         )
         stale = Scan.objects.filter(status=Scan.Status.QUEUED, created__lt=queued_before)
-        return [str(scan_id) for scan_id in stale.order_by("created").values_list("id", flat=True)]
+        scan_ids = list(stale.order_by("created").values_list("id", flat=True))
+        inference_enqueue(scan_ids)
+    return len(scan_ids)
 
 
 def scans_fail(*, scan_ids: list[str], task_id: str, reason: str) -> None:
@@ -170,23 +177,16 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     )
     if not claimed:
         return 0
+    _hold_for_fault_test(claimed)
     readable, pixels = [], []
     for scan in claimed:
         try:
-            with scan.file.open("rb") as stored:
-                data = stored.read()
+            image = stored_image(scan, model_version.preprocessing_config)
         except OSError as error:
             # strerror, not str(error): the reason is shown to users, the server's path is not.
             reason = f"The stored file could not be read: {error.strerror or type(error).__name__}"
             scan_retry_later(scan=scan, reason=reason)
             continue
-        try:
-            image = decode_image(
-                data,
-                max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
-                min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
-                window=model_version.preprocessing_config.window,
-            )
         except ImageDecodeError as error:
             # The bytes themselves are bad: another attempt cannot help.
             scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
@@ -227,16 +227,30 @@ def heatmap_compute(*, scan_id) -> None:
     if prediction.heatmap:
         return
     scan, model_version = prediction.scan, prediction.model_version
-    with scan.file.open("rb") as stored:
-        image = decode_image(
-            stored.read(),
-            max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
-            window=model_version.preprocessing_config.window,
-        )
+    image = stored_image(scan, model_version.preprocessing_config)
     batch = to_model_batch([image.pixels], model_version.preprocessing_config)
     _, heatmaps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
     overlay = overlay_png(heatmaps[0], scan.width, scan.height)
     prediction.heatmap.save(f"{scan.pk}.png", ContentFile(overlay), save=True)
+
+
+def _hold_for_fault_test(claimed: list[Scan]) -> None:
+    """KIDNEY_TEST_HOLD_BATCH_FILE (tests only): the first process to claim a batch writes
+    which scans it holds to that file and waits to be killed, so a fault test kills a worker
+    inside a batch without racing it. Later batches (the file exists) go on as usual."""
+    hold_file = settings.KIDNEY_TEST_HOLD_BATCH_FILE
+    if not hold_file:
+        return
+    draft = Path(f"{hold_file}.{os.getpid()}")
+    draft.write_text("\n".join(str(scan.pk) for scan in claimed))
+    try:
+        os.link(draft, hold_file)  # atomic: one process holds, with the file complete
+    except FileExistsError:
+        return
+    finally:
+        draft.unlink()
+    while True:
+        time.sleep(1)
 
 
 def scan_fail(*, scan: Scan, reason: str) -> None:

@@ -104,6 +104,9 @@ class Prediction(models.Model):
     heatmap = models.FileField(
         upload_to="heatmaps/", blank=True, help_text="Grad-CAM overlay (RGBA PNG)."
     )
+    heatmap_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the heatmap's task was sent (on request)."
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,7 +118,11 @@ class Prediction(models.Model):
 
 class ReviewEvent(models.Model):
     """One confirmation or relabelling, kept forever: who, when, old and new label, note, and
-    what the model said at that moment."""
+    what the model said at that moment. Every confirmed label has one: its source."""
+
+    class Source(models.TextChoices):
+        REVIEW = "review", "reviewed by a radiologist"
+        IMPORT = "import", "imported with a dataset (import_dataset)"
 
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="review_events")
     reviewer = models.ForeignKey(
@@ -125,6 +132,9 @@ class ReviewEvent(models.Model):
     old_label = models.CharField(max_length=32, blank=True)
     new_label = models.CharField(max_length=32)
     note = models.TextField(blank=True)
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.REVIEW, db_index=True
+    )
     model_version = models.ForeignKey(
         "training.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -88,6 +88,7 @@ class ReviewEventSerializer(serializers.ModelSerializer):
             "old_label",
             "new_label",
             "note",
+            "source",
             "model_version",
             "model_label",
             "model_probabilities",

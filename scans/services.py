@@ -1,21 +1,19 @@
 import hashlib
-import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts.services import user_organisation
 from ml_core import dicom
 from ml_core.images import DecodedImage, decode_image
 from ml_core.metadata import strip_metadata
+from scans.dispatch import heatmap_enqueue, inference_enqueue
 from scans.models import Prediction, ReviewEvent, Scan
-from scans.tasks import classify_scans
-
-logger = logging.getLogger(__name__)
 
 FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
@@ -74,40 +72,51 @@ def scan_create(*, data: bytes, uploaded_by, frame: int | None = None) -> tuple[
             scan = _store(
                 upload, uploaded_by=uploaded_by, organisation=user_organisation(uploaded_by)
             )
-            transaction.on_commit(lambda: inference_enqueue([str(scan.id)]))
+            inference_enqueue([scan.id])
     except IntegrityError:
         # The same upload, sent twice at once: the other request stored it.
         return Scan.objects.get(uploaded_by=uploaded_by, sha256=upload.sha256), False
     return scan, True
 
 
-def inference_enqueue(scan_ids: list[str]) -> None:
-    """Send scans to the inference queue. The database, not the broker, is the record of
-    what waits: if the broker is down the scans stay queued and the periodic sweep sends them
-    once it is back, so the upload still succeeds."""
-    try:
-        classify_scans.delay(scan_ids)
-    except BrokerUnavailable as error:
-        logger.warning(
-            "Broker unreachable (%s); %d scan(s) left to the sweep", error, len(scan_ids)
+def heatmap_request(*, prediction: Prediction) -> None:
+    """Queue the prediction's heatmap once, however often it is polled; a request whose
+    message may have been lost (older than the sweep's wait) is sent again."""
+    now = timezone.now()
+    resend_before = now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS)
+    with transaction.atomic():
+        requested = (
+            Prediction.objects.filter(pk=prediction.pk, heatmap="")
+            .filter(Q(heatmap_requested_at=None) | Q(heatmap_requested_at__lt=resend_before))
+            .update(heatmap_requested_at=now)
         )
+        if requested:
+            heatmap_enqueue(prediction.scan_id)
 
 
-def scan_import(*, data: bytes, label: str, imported_by) -> tuple[Scan, bool]:
-    """Store a labelled image for training (never sent for inference). Idempotent by content:
-    returns (the scan, whether it was created)."""
+def scan_import(*, data: bytes, label: str, imported_by, source: str = "") -> tuple[Scan, bool]:
+    """Store a labelled image for training (never sent for inference), with a review event
+    marked as imported, so every label has its source. Idempotent by content: returns (the
+    scan, whether it was created)."""
     upload = upload_prepare(data)
     existing = Scan.objects.filter(sha256=upload.sha256).first()
     if existing is not None:
         return existing, False
     with transaction.atomic():
-        scan = _store(
-            upload,
-            uploaded_by=imported_by,
-            status=Scan.Status.IMPORTED,
-            confirmed_label=label,
-            confirmed_by=imported_by,
-            confirmed_at=timezone.now(),
+        scan = _store(upload, uploaded_by=imported_by, status=Scan.Status.IMPORTED)
+        event = ReviewEvent.objects.create(
+            scan=scan,
+            reviewer=imported_by,
+            new_label=label,
+            note=f"Imported from {source}" if source else "Imported",
+            source=ReviewEvent.Source.IMPORT,
+        )
+        scan.confirmed_label = label
+        scan.confirmed_by = imported_by
+        scan.confirmed_at = event.created
+        scan.review_version = 1
+        scan.save(
+            update_fields=["confirmed_label", "confirmed_by", "confirmed_at", "review_version"]
         )
     return scan, True
 

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from scans import inference, training_data
+from scans import inference
 
 MAX_RETRIES = 5
 
@@ -29,21 +29,10 @@ def classify_scans(self, scan_ids: list[str]) -> int:
 def requeue_stale_scans() -> int:
     """Periodic sweep (celery beat): send scans whose message was lost back to inference."""
     now = timezone.now()
-    scan_ids = inference.scans_requeue_stale(
+    return inference.scans_requeue_stale(
         queued_before=now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS),
         claimed_before=now - timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS),
     )
-    batch = settings.KIDNEY_INFERENCE_BATCH_SIZE
-    for start in range(0, len(scan_ids), batch):
-        classify_scans.delay(scan_ids[start : start + batch])
-    return len(scan_ids)
-
-
-@shared_task
-def retrain_if_enough_new_labels() -> int | None:
-    """Periodic (celery beat): start a training run once enough new labels are confirmed."""
-    run = training_data.retrain_if_enough_new_labels()
-    return run.pk if run else None
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

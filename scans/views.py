@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.db import transaction
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,8 +13,9 @@ from accounts.permissions import allow
 from accounts.roles import Role
 from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
 from ml_core.errors import ImageDecodeError, UnsupportedEncoding
-from ml_core.images import decode_image, intensity_png
+from ml_core.images import intensity_png
 from scans import selectors, services
+from scans.images import stored_image
 from scans.models import Scan
 from scans.serializers import (
     ReviewEventSerializer,
@@ -25,8 +25,6 @@ from scans.serializers import (
     ScanSerializer,
     ScanUploadSerializer,
 )
-from scans.tasks import compute_heatmap
-from training.views import ModelVersionViewSet
 
 RADIOLOGISTS = allow(read=(Role.RADIOLOGIST,), write=(Role.RADIOLOGIST,))
 
@@ -159,9 +157,7 @@ class ScanViewSet(
         scan = self.get_object()
         if scan.content_type != DICOM_CONTENT_TYPE:
             return FileResponse(scan.file.open("rb"), content_type=scan.content_type)
-        with scan.file.open("rb") as stored:
-            image = decode_image(stored.read(), max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS)
-        return HttpResponse(intensity_png(image.pixels), content_type="image/png")
+        return HttpResponse(intensity_png(stored_image(scan).pixels), content_type="image/png")
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 202: None, 404: None})
     # Routed in kidneyproject/urls.py: a file name takes no trailing slash, which the router
@@ -176,7 +172,7 @@ class ScanViewSet(
         if prediction.heatmap:
             return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
         if settings.KIDNEY_GRADCAM == "on_request":
-            transaction.on_commit(lambda: compute_heatmap.delay(str(scan.pk)))
+            services.heatmap_request(prediction=prediction)
         return Response(
             {"detail": "The heatmap is being computed; ask again shortly."},
             status=status.HTTP_202_ACCEPTED,
@@ -199,12 +195,3 @@ class ReviewQueueView(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.review_queue()
-
-
-class ModelVersionWithAgreementViewSet(ModelVersionViewSet):
-    """Model versions; the detail adds how the version agrees with confirmed labels."""
-
-    def retrieve(self, request, *args, **kwargs):
-        response = super().retrieve(request, *args, **kwargs)
-        response.data["agreement"] = selectors.model_version_agreement(self.get_object())
-        return response

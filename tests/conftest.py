@@ -28,6 +28,12 @@ os.environ["CELERY_BROKER_URL"] = os.environ.get(
     "KIDNEY_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every process of the session reads and writes media through a storage with no local paths,
+# as an S3-compatible store would (tests/storage.py).
+os.environ["KIDNEY_STORAGE_BACKEND"] = "tests.storage.NoLocalPathStorage"
+# An MLflow server that does not answer is given up on at once.
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
 # Threads (the live server's, the tests' own) must not leave connections open at teardown.
 os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
@@ -89,18 +95,19 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def tiny_model_artifact() -> dict:
-    """A real VGG16 classifier at 32 px, briefly trained on phantoms, saved once a session.
+    """A real VGG16 classifier at 32 px, briefly trained on phantoms, stored once a session.
 
     Returns the ModelVersion fields that describe it.
     """
     from ml_core.training import train_on_phantoms
+    from training.files import artifact_store
 
     trained = train_on_phantoms(
         input_size=TEST_INPUT_SIZE, samples=64, epochs=2, target_sensitivity=0.95
     )
-    settings.KIDNEY_MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    artifact = "test-model.keras"
-    trained.model.save(settings.KIDNEY_MODELS_DIR / artifact)
+    saved = TEST_DATA_DIR / "test-model.keras"
+    trained.model.save(saved)
+    artifact = artifact_store(saved)
     preprocessing = trained.preprocessing.to_dict()
     return {
         "classes": trained.classes,

@@ -180,7 +180,7 @@ def test_imported_dicom_slices_keep_their_study_together_in_training_splits(tmp_
     from django.core.management import call_command
 
     from ml_core.datasets import block_split
-    from scans.training_data import confirmed_label_entries
+    from retraining.selectors import confirmed_label_entries
 
     studies = {"normal": ["1.2.826.1.1", "1.2.826.1.2"], "stone": ["1.2.826.1.3", "1.2.826.1.4"]}
     number = 0

@@ -105,25 +105,26 @@ def wait_all_predicted(scan_ids: list[str]) -> None:
     assert Prediction.objects.filter(scan_id__in=scan_ids).count() == len(scan_ids)
 
 
-def test_a_worker_killed_with_sigkill_mid_batch_loses_no_scan(stack):
-    stack.processes.worker("worker-a")
+def test_a_worker_killed_with_sigkill_mid_batch_loses_no_scan(stack, tmp_path):
+    held = tmp_path / "held-batch"
+    # The worker writes the scans it claimed to `held`, then waits inside the batch.
+    stack.processes.worker("worker-a", KIDNEY_TEST_HOLD_BATCH_FILE=str(held))
     scan_ids = [stack.upload_new(phantom_png(seed=100 + seed)) for seed in range(12)]
 
-    wait_until(
-        lambda: Scan.objects.filter(pk__in=scan_ids, status=Scan.Status.PROCESSING).exists(),
-        timeout=60,
-        interval=0.02,
-        what="the first batch to be claimed",
-    )
+    wait_until(held.exists, timeout=60, what="the worker to hold a batch")
     stack.processes.kill("worker-a")
 
-    stranded = Scan.objects.filter(pk__in=scan_ids, status=Scan.Status.PROCESSING).count()
-    assert stranded >= 1  # killed with a batch in hand
+    in_hand = held.read_text().split()
+    assert in_hand
+    stranded = Scan.objects.filter(pk__in=scan_ids, status=Scan.Status.PROCESSING)
+    assert sorted(str(pk) for pk in stranded.values_list("pk", flat=True)) == sorted(in_hand)
     stack.processes.worker("worker-b")
     stack.start_sweeping()
     wait_all_predicted(scan_ids)
     assert not Scan.objects.filter(pk__in=scan_ids, status=Scan.Status.FAILED).exists()
-    assert Scan.objects.filter(pk__in=scan_ids, attempts__gte=2).count() >= stranded
+    assert set(
+        map(str, Scan.objects.filter(pk__in=in_hand, attempts=2).values_list("pk", flat=True))
+    ) == set(in_hand)  # claimed again after the kill, and predicted
 
 
 def test_a_redis_restart_loses_queued_messages_but_the_sweep_recovers_every_scan(stack):

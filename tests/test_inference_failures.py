@@ -92,13 +92,15 @@ def test_heatmaps_on_request_are_computed_by_the_task_then_served(
     make_prediction(scan, serving_model, label="stone", stone=0.9)
     waiting = make_scan(client.user)
 
-    with django_capture_on_commit_callbacks() as sent:
+    with django_capture_on_commit_callbacks(execute=False) as sent:
         pending = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+        polled_again = [client.get(f"/api/scans/{scan.pk}/heatmap.png") for _ in range(3)]
     compute_heatmap.apply(args=[str(scan.pk)]).get()
     ready = client.get(f"/api/scans/{scan.pk}/heatmap.png")
 
     assert pending.status_code == 202
-    assert len(sent) == 1
+    assert [response.status_code for response in polled_again] == [202, 202, 202]
+    assert len(sent) == 1  # the task was sent once, not at every poll
     assert ready.status_code == 200
     assert ready["Content-Type"] == "image/png"
     assert client.get(f"/api/scans/{waiting.pk}/heatmap.png").status_code == 404

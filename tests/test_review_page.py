@@ -30,7 +30,10 @@ def browser(monkeypatch):
     # calls are still plain synchronous ones.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium is required for the browser test ({CHROMIUM}); see .ci/run.")
+        pytest.fail(
+            f"Chromium is required for the browser test ({CHROMIUM}); `make test` installs it "
+            "(tests/setup.sh)."
+        )
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -54,10 +57,10 @@ def browser(monkeypatch):
 def phantom_model(db):
     """A serving model that has learned phantoms, so that its heatmap means something."""
     from ml_core.training import train_on_phantoms
-    from training.services import model_version_register
+    from training.services import model_version_bootstrap
 
     trained = train_on_phantoms(input_size=64, samples=400, epochs=30, target_sensitivity=0.95)
-    return model_version_register(trained=trained, description="phantoms", serve=True)
+    return model_version_bootstrap(trained=trained, description="phantoms").to_version
 
 
 def test_a_radiologist_uploads_sees_the_prediction_relabels_and_sees_the_audit_entry(

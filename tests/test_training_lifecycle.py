@@ -6,18 +6,19 @@ import io
 import json
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ml_core.classifier import build_classifier
 from ml_core.training import TrainedClassifier, train_on_phantoms
+from retraining.tasks import retrain_if_enough_new_labels
 from scans.models import Scan
-from scans.tasks import retrain_if_enough_new_labels
 from tests.images import write_phantom_folder
+from training.files import manifest_load
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
-from training.services import model_version_register, training_run_create
-from training.tracking import CHALLENGER, REGISTERED_MODEL
+from training.runs import TrainingRunActive, training_run_create
+from training.services import model_version_register
+from training.tracking import CHALLENGER, REGISTERED_MODEL, TrainingTracker
 
 TINY_TRAINING = [
     "--mode", "head", "--epochs", "3", "--input-size", "32", "--batch-size", "16",
@@ -81,8 +82,9 @@ def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_
     assert training_run.manifest_size == 40 - 8 - 2 * 5  # minus the evaluation set and gap
     assert candidate.metrics["evaluation"]["n"] == {"normal": 4, "stone": 4}
     assert evaluated  # and none of them was trained on:
-    manifest = settings.KIDNEY_MANIFESTS_DIR / f"{training_run.manifest_digest}.json"
-    assert not evaluated & {entry["sha256"] for entry in json.loads(manifest.read_text())}
+    trained_on = {entry.sha256 for entry in manifest_load(training_run.manifest_digest)}
+    assert len(trained_on) == training_run.manifest_size
+    assert not evaluated & trained_on
     # MLflow: the run with parameters, epochs, plots and the registered model.
     from training.tracking import _mlflow
 
@@ -120,13 +122,14 @@ def register(model, threshold: float) -> ModelVersion:
     from ml_core.preprocessing import PreprocessingConfig
 
     size = model.input_shape[1]
-    return model_version_register(
-        trained=TrainedClassifier(
-            model, ["normal", "stone"], PreprocessingConfig(input_size=size), threshold, {}
-        ),
-        description="test",
-        serve=False,
-    )
+    with TrainingTracker("test") as tracker:
+        return model_version_register(
+            trained=TrainedClassifier(
+                model, ["normal", "stone"], PreprocessingConfig(input_size=size), threshold, {}
+            ),
+            description="test",
+            tracker=tracker,
+        )
 
 
 @pytest.fixture
@@ -266,7 +269,6 @@ def test_a_second_training_request_is_refused_while_one_is_queued(client_for, se
 @pytest.mark.django_db
 def test_the_database_allows_one_active_run_whatever_the_caller():
     from ml_core.datasets import LabelledImage
-    from training.services import TrainingRunActive
 
     entries = [LabelledImage("/x.png", "normal", 0, sha256="a")]
     training_run_create(entries=entries, parameters={}, data_source="t", trigger="command",

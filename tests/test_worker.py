@@ -17,6 +17,7 @@ from scans.tasks import classify_scans
 from tests.conftest import wait_for
 from tests.factories import make_scan
 from tests.images import phantom_jpeg, phantom_png
+from training.files import artifact_local_path
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -60,7 +61,7 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
         probabilities, serving_model.classes, serving_model.threshold
     )
     # The worker's preprocessing and model give what the library gives in this process.
-    predictor = Predictor.load(str(settings.KIDNEY_MODELS_DIR / serving_model.artifact))
+    predictor = Predictor.load(str(artifact_local_path(serving_model.artifact)))
     pixels = decode_image(data, max_pixels=10**7).pixels
     expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
     np.testing.assert_allclose(probabilities, expected[0], atol=1e-4)

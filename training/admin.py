@@ -20,7 +20,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["version", "status", "input_size", "threshold", "classes", "created"]
+    list_display = [
+        "version", "mlflow_version", "status", "input_size", "threshold", "classes", "created",
+    ]  # fmt: skip
     list_filter = ["status", "input_size", "created"]
     search_fields = ["version", "description", "artifact", "mlflow_run_id"]
     actions = ["promote_through_gate"]
@@ -40,6 +42,8 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return
         level = messages.ERROR if log.decision == "rejected" else messages.SUCCESS
         self.message_user(request, f"Gate: {log.decision}. {log.gate['checks']}", level)
+        if log.registry_warning:
+            self.message_user(request, log.registry_warning, messages.WARNING)
 
 
 @admin.register(EvaluationSet)

@@ -21,7 +21,9 @@ class ModelVersion(models.Model):
         help_text="Decision threshold on P(abnormal), chosen for the target sensitivity."
     )
     metrics = models.JSONField(default=dict, blank=True)
-    artifact = models.CharField(max_length=500, help_text="Location of the saved model.")
+    artifact = models.CharField(
+        max_length=500, help_text="Name of the saved model in storage (training.files)."
+    )
     description = models.TextField(blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     mlflow_version = models.CharField(
@@ -43,7 +45,12 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"v{self.version} ({self.status})"
+        return f"{self.label} ({self.status})"
+
+    @property
+    def label(self) -> str:
+        """The service's version with the MLflow registry's beside it (they differ)."""
+        return f"v{self.version} (MLflow {self.mlflow_version or '-'})"
 
     @property
     def preprocessing_config(self) -> PreprocessingConfig:
@@ -135,6 +142,14 @@ class TrainingRun(models.Model):
         related_name="training_run",
     )
     error = models.TextField(blank=True)
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The failed run this one repeats, on the same manifest and parameters.",
+    )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -150,6 +165,8 @@ class PromotionLog(models.Model):
     class Action(models.TextChoices):
         PROMOTE = "promote"
         ROLLBACK = "rollback"
+        # bootstrap_model serving its placeholder: no gate applies.
+        BOOTSTRAP = "bootstrap"
 
     class Decision(models.TextChoices):
         PROMOTED = "promoted"
@@ -177,4 +194,4 @@ class PromotionLog(models.Model):
         ordering = ["-created"]
 
     def __str__(self) -> str:
-        return f"{self.action} to v{self.to_version.version}: {self.decision}"
+        return f"{self.action} to {self.to_version.label}: {self.decision}"

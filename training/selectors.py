@@ -1,7 +1,3 @@
-from pathlib import Path
-
-from django.conf import settings
-
 from ml_core.augmentation import Augmentation
 from ml_core.datasets import LabelledImage
 from ml_core.training import TrainingConfig
@@ -13,11 +9,6 @@ RUN_OPTIONS = ("warm_start_from",)
 
 def serving_model_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.SERVING).first()
-
-
-def model_artifact_path(model_version: ModelVersion) -> Path:
-    """Artifacts are stored relative to the models folder, so the data folder can move."""
-    return Path(settings.KIDNEY_MODELS_DIR) / model_version.artifact
 
 
 def previous_serving_version(model_version: ModelVersion) -> ModelVersion | None:

@@ -34,8 +34,16 @@ class PromotionRequestSerializer(serializers.Serializer):
 
 class PromotionLogSerializer(serializers.ModelSerializer):
     from_version = serializers.IntegerField(source="from_version.version", allow_null=True)
+    from_mlflow_version = serializers.CharField(
+        source="from_version.mlflow_version", allow_null=True
+    )
     to_version = serializers.IntegerField(source="to_version.version")
+    to_mlflow_version = serializers.CharField(source="to_version.mlflow_version")
     actor = serializers.CharField(source="actor.username", allow_null=True)
+    warning = serializers.SerializerMethodField(
+        help_text="Set when serving changed but MLflow's registry did not answer: its "
+        "`champion` alias follows once it does."
+    )
 
     class Meta:
         model = PromotionLog
@@ -44,16 +52,23 @@ class PromotionLogSerializer(serializers.ModelSerializer):
             "action",
             "decision",
             "from_version",
+            "from_mlflow_version",
             "to_version",
+            "to_mlflow_version",
             "actor",
             "reason",
             "gate",
+            "warning",
             "created",
         ]
+
+    def get_warning(self, log: PromotionLog) -> str:
+        return getattr(log, "registry_warning", "")
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+    mlflow_version = serializers.CharField(source="model_version.mlflow_version", allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="trainingrun-detail")
 
     class Meta:
@@ -74,7 +89,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "history",
             "mlflow_run_id",
             "model_version",
+            "mlflow_version",
             "error",
+            "retry_of",
             "created",
             "started",
             "finished",

@@ -1,49 +1,29 @@
-"""Model lifecycle: register versions, freeze the evaluation set, gate promotions, run training.
+"""Model versions: register them, freeze the evaluation set, gate and change what serves.
 
-Nothing here knows where labelled images come from: a training run takes a manifest.
+Nothing here knows where labelled images come from. The database is the record of what
+serves; MLflow's registry follows it (a change of serving version never waits for MLflow).
 """
 
 import logging
-import uuid
+import tempfile
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
-from django.utils import timezone
 
-from ml_core.datasets import (
-    LabelledImage,
-    block_split,
-    class_counts,
-    manifest_digest,
-    manifest_from_json,
-    manifest_to_json,
-)
-from ml_core.training import EpochCallback, TrainedClassifier
-from training import tracking
-from training.models import (
-    EvaluationSet,
-    ModelEvaluation,
-    ModelVersion,
-    PromotionLog,
-    TrainingRun,
-)
+from ml_core.datasets import LabelledImage, class_counts, manifest_digest
+from ml_core.training import TrainedClassifier
+from training import files, tracking
+from training.models import EvaluationSet, ModelEvaluation, ModelVersion, PromotionLog
 from training.selectors import (
     current_evaluation_set,
     evaluation_set_entries,
-    model_artifact_path,
     previous_serving_version,
     serving_model_version,
-    training_config_from_parameters,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingRunActive(Exception):
-    def __init__(self, run: TrainingRun):
-        super().__init__(f"Training run {run.pk} is already {run.status}; one runs at a time.")
-        self.run = run
 
 
 class PromotionRefused(Exception):
@@ -52,23 +32,36 @@ class PromotionRefused(Exception):
         self.log = log
 
 
+class RegistrationFailed(Exception):
+    """The candidate could not be registered; nothing of it was kept."""
+
+
 # Model versions ----------------------------------------------------------------------------
 
 
 def model_version_register(
-    *, trained: TrainedClassifier, description: str, serve: bool
+    *, trained: TrainedClassifier, description: str, tracker: tracking.TrainingTracker
 ) -> ModelVersion:
-    """Save the trained model and record it as a new version (serving it, if asked)."""
-    models_dir = settings.KIDNEY_MODELS_DIR
-    models_dir.mkdir(parents=True, exist_ok=True)
-    artifact = f"kidney-ct-{uuid.uuid4().hex}.keras"
-    trained.model.save(models_dir / artifact)
-    preprocessing = trained.preprocessing.to_dict()
-    input_size = preprocessing.pop("input_size")
+    """Record a trained model as a new candidate version: in MLflow's registry (under the
+    tracker's run), in storage and in the database, all or nothing."""
+    mlflow_version = artifact = None
     try:
+        with tempfile.TemporaryDirectory() as folder:
+            saved = Path(folder) / "model.keras"
+            trained.model.save(saved)
+            try:
+                mlflow_version = tracker.register_model(saved, description)
+            except Exception as error:
+                raise RegistrationFailed(
+                    f"MLflow could not register the candidate ({type(error).__name__}: "
+                    f"{error}); nothing was kept, and the run can be retried."
+                ) from error
+            artifact = files.artifact_store(saved)
+        preprocessing = trained.preprocessing.to_dict()
+        input_size = preprocessing.pop("input_size")
         with transaction.atomic():
             latest = ModelVersion.objects.aggregate(Max("version"))["version__max"] or 0
-            model_version = ModelVersion.objects.create(
+            return ModelVersion.objects.create(
                 version=latest + 1,
                 classes=trained.classes,
                 input_size=input_size,
@@ -77,24 +70,111 @@ def model_version_register(
                 metrics={"validation": trained.validation},
                 artifact=artifact,
                 description=description,
+                mlflow_run_id=tracker.run_id,
+                mlflow_version=mlflow_version,
             )
-            if serve:
-                _serve(model_version)
     except BaseException:
-        (models_dir / artifact).unlink(missing_ok=True)
+        _discard(artifact=artifact, mlflow_version=mlflow_version)
         raise
-    return model_version
 
 
-def _serve(model_version: ModelVersion) -> ModelVersion | None:
-    """Make this version serve; retire and return the one it replaces."""
-    replaced = serving_model_version()
-    if replaced is not None and replaced.pk != model_version.pk:
-        replaced.status = ModelVersion.Status.RETIRED
-        replaced.save(update_fields=["status"])
-    model_version.status = ModelVersion.Status.SERVING
-    model_version.save(update_fields=["status"])
-    return replaced
+def model_version_discard(model_version: ModelVersion) -> None:
+    """Remove a candidate that never served (its run failed after registering it)."""
+    if model_version.status != ModelVersion.Status.CANDIDATE:
+        raise ValueError(f"{model_version.label} is {model_version.status}; only a candidate.")
+    model_version.delete()
+    _discard(artifact=model_version.artifact, mlflow_version=model_version.mlflow_version)
+
+
+def _discard(*, artifact: str | None, mlflow_version: str | None) -> None:
+    if artifact:
+        files.artifact_delete(artifact)
+    if mlflow_version:
+        try:
+            tracking.delete_model_version(mlflow_version)
+        except Exception:
+            logger.exception("MLflow version %s could not be deleted", mlflow_version)
+
+
+def model_version_bootstrap(*, trained: TrainedClassifier, description: str) -> PromotionLog:
+    """Register a placeholder (in MLflow too, like every version) and serve it, ungated."""
+    with tracking.TrainingTracker("bootstrap-placeholder") as tracker:
+        tracker.log_report("validation", trained.validation)
+        model_version = model_version_register(
+            trained=trained, description=description, tracker=tracker
+        )
+    return serving_change(
+        target=model_version,
+        action=PromotionLog.Action.BOOTSTRAP,
+        decision=PromotionLog.Decision.OVERRIDDEN,
+        gate={"passed": None, "detail": "Not gated: a placeholder served by bootstrap_model."},
+        reason="bootstrap_model",
+    )
+
+
+# What serves -------------------------------------------------------------------------------
+
+
+def serving_change(
+    *, target: ModelVersion, action: str, decision: str, gate: dict, actor=None, reason=""
+) -> PromotionLog:
+    """The one way the serving version changes (or a refusal is recorded): the database and
+    the log in one transaction, then MLflow's `champion` alias. If MLflow does not answer,
+    serving has changed all the same; the log carries a warning and champion_reconcile moves
+    the alias once MLflow answers."""
+    with transaction.atomic():
+        serving = (
+            ModelVersion.objects.select_for_update()
+            .filter(status=ModelVersion.Status.SERVING)
+            .first()
+        )
+        if decision != PromotionLog.Decision.REJECTED:
+            if serving is not None and serving.pk != target.pk:
+                serving.status = ModelVersion.Status.RETIRED
+                serving.save(update_fields=["status"])
+            target.status = ModelVersion.Status.SERVING
+            target.save(update_fields=["status"])
+        log = PromotionLog.objects.create(
+            action=action,
+            decision=decision,
+            from_version=serving,
+            to_version=target,
+            actor=actor,
+            reason=reason,
+            gate=gate,
+        )
+    log.registry_warning = ""
+    if decision != PromotionLog.Decision.REJECTED:
+        log.registry_warning = _champion_follow(target)
+    return log
+
+
+def _champion_follow(model_version: ModelVersion) -> str:
+    """Move `champion` to the version that now serves; a warning if MLflow did not answer."""
+    if not model_version.mlflow_version:
+        return f"{model_version.label} is not in the MLflow registry; `champion` did not move."
+    try:
+        tracking.set_champion(model_version.mlflow_version)
+    except Exception as error:
+        logger.warning("MLflow unreachable, champion alias left behind: %s", error)
+        return (
+            f"{model_version.label} serves, but MLflow did not answer ({type(error).__name__}); "
+            "its `champion` alias will follow when MLflow answers again."
+        )
+    return ""
+
+
+def champion_reconcile() -> str:
+    """Bring MLflow's `champion` alias in line with the serving version (celery beat).
+    Returns what it did; raises if MLflow does not answer (the next check tries again)."""
+    serving = serving_model_version()
+    if serving is None or not serving.mlflow_version:
+        return "nothing to reconcile"
+    if tracking.champion_version() == serving.mlflow_version:
+        return "in line"
+    tracking.set_champion(serving.mlflow_version)
+    logger.info("MLflow champion alias moved to %s", serving.label)
+    return f"champion moved to {serving.label}"
 
 
 # The frozen evaluation set -----------------------------------------------------------------
@@ -157,18 +237,16 @@ def model_version_evaluate(
     ).first()
     if cached is not None:
         return cached.report
-    import keras
-
     from ml_core.training import evaluate
 
     if model is None:
-        model = keras.models.load_model(model_artifact_path(model_version), compile=False)
+        model = files.model_load(model_version.artifact)
     entries = [
         e for e in evaluation_set_entries(evaluation_set) if e.label in model_version.classes
     ]
     report = evaluate(
         model,
-        entries,
+        files.local_entries(entries),
         model_version.classes,
         model_version.preprocessing_config,
         model_version.threshold,
@@ -223,10 +301,16 @@ def promotion_gate(*, candidate: ModelVersion, serving: ModelVersion | None) -> 
         "passed": all(check["passed"] for check in checks.values()),
         "checks": checks,
         "evaluation_set": evaluation_set.version,
-        "candidate": {"version": candidate.version, "report": candidate_report},
-        "serving": (
-            {"version": serving.version, "report": serving_report} if serving_report else None
-        ),
+        "candidate": _gate_side(candidate, candidate_report),
+        "serving": _gate_side(serving, serving_report) if serving_report else None,
+    }
+
+
+def _gate_side(model_version: ModelVersion, report: dict) -> dict:
+    return {
+        "version": model_version.version,
+        "mlflow_version": model_version.mlflow_version,
+        "report": report,
     }
 
 
@@ -234,7 +318,7 @@ def model_version_promote(
     *, model_version: ModelVersion, actor=None, override_reason: str = ""
 ) -> PromotionLog:
     """Serve this version if it passes the gate (or an override with a reason); log it."""
-    return _change_serving(
+    return _gated_change(
         target=model_version,
         action=PromotionLog.Action.PROMOTE,
         actor=actor,
@@ -251,7 +335,7 @@ def model_version_rollback(
     previous = previous_serving_version(model_version)
     if previous is None:
         raise PromotionRefused(f"No version served before v{model_version.version}.")
-    return _change_serving(
+    return _gated_change(
         target=previous,
         action=PromotionLog.Action.ROLLBACK,
         actor=actor,
@@ -259,7 +343,7 @@ def model_version_rollback(
     )
 
 
-def _change_serving(*, target, action, actor, override_reason) -> PromotionLog:
+def _gated_change(*, target, action, actor, override_reason) -> PromotionLog:
     serving = serving_model_version()
     if serving is not None and serving.pk == target.pk:
         raise PromotionRefused(f"v{target.version} already serves.")
@@ -270,177 +354,11 @@ def _change_serving(*, target, action, actor, override_reason) -> PromotionLog:
         decision = PromotionLog.Decision.OVERRIDDEN
     else:
         decision = PromotionLog.Decision.REJECTED
-    with transaction.atomic():
-        if decision != PromotionLog.Decision.REJECTED:
-            _serve(target)
-        log = PromotionLog.objects.create(
-            action=action,
-            decision=decision,
-            from_version=serving,
-            to_version=target,
-            actor=actor,
-            reason=override_reason.strip(),
-            gate=gate,
-        )
-    if decision != PromotionLog.Decision.REJECTED:
-        tracking.set_champion(target.mlflow_version)
-    return log
-
-
-# Training runs -----------------------------------------------------------------------------
-
-
-def training_run_create(
-    *,
-    entries: list[LabelledImage],
-    parameters: dict,
-    data_source: str,
-    trigger: str,
-    requested_by=None,
-    enqueue: bool = True,
-) -> TrainingRun:
-    """Record a queued run on this manifest; refuse while another run is queued or running.
-
-    With enqueue, the `training` queue runs it once the row is committed.
-    """
-    training_config_from_parameters(parameters)  # refuse bad parameters before queueing
-    if not entries:
-        raise ValueError("There are no labelled images to train on.")
-    digest = manifest_digest(entries)
-    settings.KIDNEY_MANIFESTS_DIR.mkdir(parents=True, exist_ok=True)
-    (settings.KIDNEY_MANIFESTS_DIR / f"{digest}.json").write_text(manifest_to_json(entries))
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                trigger=trigger,
-                requested_by=requested_by,
-                parameters=parameters,
-                data_source=data_source[:300],
-                manifest_digest=digest,
-                manifest_size=len(entries),
-                class_counts=class_counts(entries),
-            )
-            if enqueue:
-                from training.tasks import run_training
-
-                transaction.on_commit(lambda: run_training.delay(run.pk))
-    except IntegrityError:
-        raise TrainingRunActive(TrainingRun.objects.get(active=True)) from None
-    return run
-
-
-def training_run_execute(*, run_id: int, progress: EpochCallback | None = None) -> TrainingRun:
-    """Train, evaluate, register a candidate, then try the promotion gate. A run that is not
-    queued any more (already executed, or being executed) is left as it is."""
-    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started=timezone.now()
+    return serving_change(
+        target=target,
+        action=action,
+        decision=decision,
+        gate=gate,
+        actor=actor,
+        reason=override_reason.strip(),
     )
-    run = TrainingRun.objects.get(pk=run_id)
-    if not claimed:
-        return run
-    try:
-        _train(run, progress)
-    except Exception as error:
-        logger.exception("Training run %s failed", run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.FAILED,
-            active=None,
-            error=f"{type(error).__name__}: {error}",
-            finished=timezone.now(),
-        )
-    run.refresh_from_db()
-    return run
-
-
-def _train(run: TrainingRun, progress: EpochCallback | None) -> None:
-    import keras
-
-    from ml_core import plots
-    from ml_core.training import train
-
-    config = training_config_from_parameters(run.parameters)
-    manifest_path = settings.KIDNEY_MANIFESTS_DIR / f"{run.manifest_digest}.json"
-    entries = manifest_from_json(manifest_path.read_text())
-    train_entries, validation_entries = block_split(
-        entries, fraction=settings.KIDNEY_VALIDATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
-    )
-    initial_model = None
-    warm_start = run.parameters.get("warm_start_from")
-    if warm_start:
-        source = ModelVersion.objects.get(version=warm_start)
-        initial_model = keras.models.load_model(model_artifact_path(source), compile=False)
-
-    with tracking.TrainingTracker(f"training-run-{run.pk}") as tracker:
-        TrainingRun.objects.filter(pk=run.pk).update(mlflow_run_id=tracker.run_id)
-        tracker.log_parameters(
-            {
-                **run.parameters,
-                "data_source": run.data_source,
-                "manifest_digest": run.manifest_digest,
-                "train_images": len(train_entries),
-                "validation_images": len(validation_entries),
-            }
-        )
-
-        def on_epoch_end(epoch: int, row: dict) -> None:
-            tracker.log_epoch(epoch, row)
-            TrainingRun.objects.filter(pk=run.pk).update(
-                epoch=epoch, progress=min(0.99, epoch / config.epochs)
-            )
-            logger.info("Training run %s: epoch %s %s", run.pk, epoch, row)
-            if progress is not None:
-                progress(epoch, row)
-
-        trained = train(
-            config,
-            train_entries,
-            validation_entries,
-            initial_model=initial_model,
-            feature_cache_dir=settings.KIDNEY_FEATURE_CACHE_DIR,
-            on_epoch_end=on_epoch_end,
-        )
-        tracker.log_report("validation", trained.validation)
-        tracker.log_figure_png(
-            "validation_roc.png",
-            plots.roc_png(
-                trained.validation_positive, trained.validation_scores, trained.validation
-            ),
-        )
-        tracker.log_figure_png("validation_confusion.png", plots.confusion_png(trained.validation))
-
-        candidate = model_version_register(
-            trained=trained, description=f"Training run {run.pk} on {run.data_source}", serve=False
-        )
-        candidate.mlflow_run_id = tracker.run_id
-        candidate.mlflow_version = tracker.register_model(
-            model_artifact_path(candidate), candidate.description
-        )
-        candidate.save(update_fields=["mlflow_run_id", "mlflow_version"])
-        evaluation_set = current_evaluation_set()
-        if evaluation_set is not None:
-            report = model_version_evaluate(
-                model_version=candidate, evaluation_set=evaluation_set, model=trained.model
-            )
-            tracker.log_report("evaluation", report)
-            candidate.metrics = {**candidate.metrics, "evaluation": report}
-            candidate.save(update_fields=["metrics"])
-
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.SUCCEEDED,
-        active=None,
-        progress=1.0,
-        metrics=candidate.metrics,
-        history=trained.history,
-        model_version=candidate,
-        finished=timezone.now(),
-    )
-    # The run has succeeded whatever the gate decides: the candidate stays registered.
-    try:
-        log = model_version_promote(model_version=candidate)
-        logger.info("Training run %s: candidate v%s %s", run.pk, candidate.version, log.decision)
-    except PromotionRefused as refusal:
-        logger.info(
-            "Training run %s: candidate v%s not promoted: %s", run.pk, candidate.version, refusal
-        )
-    except Exception:
-        logger.exception("Training run %s: the promotion gate failed", run.pk)

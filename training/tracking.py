@@ -17,11 +17,15 @@ CHALLENGER = "challenger"
 
 
 def _mlflow():
-    # No usage reports leave a hospital network.
+    # No usage reports leave a hospital network; a server that does not answer is given up on
+    # within the configured retries and timeout (MLflow reads these from the environment).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = settings.MLFLOW_HTTP_REQUEST_TIMEOUT
     import mlflow
 
     mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
+    mlflow.set_registry_uri(settings.MLFLOW_REGISTRY_URI)
     return mlflow
 
 
@@ -80,7 +84,8 @@ class TrainingTracker:
             self.mlflow.log_artifact(str(path), artifact_path="plots")
 
     def register_model(self, model_path: Path, description: str) -> str:
-        """Log the saved model, register it as a new version, alias it `challenger`."""
+        """Log the saved model, register it as a new version, alias it `challenger`; return
+        the registry's version. A failure leaves no registered version behind."""
         self.mlflow.log_artifact(str(model_path), artifact_path="model")
         client = self.mlflow.MlflowClient()
         try:
@@ -93,14 +98,34 @@ class TrainingTracker:
             run_id=self.run_id,
             description=description,
         )
-        client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, registered.version)
+        try:
+            client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, registered.version)
+        except Exception:
+            delete_model_version(str(registered.version))
+            raise
         return str(registered.version)
+
+
+def delete_model_version(mlflow_version: str) -> None:
+    """Undo a registration whose version could not be recorded in the database."""
+    _mlflow().MlflowClient().delete_model_version(REGISTERED_MODEL, mlflow_version)
+
+
+def champion_version() -> str | None:
+    """The registry version the `champion` alias points at, if any."""
+    mlflow = _mlflow()
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
+    except mlflow.exceptions.MlflowException as error:
+        # No such alias (or model yet): stores word it one way or the other.
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return str(found.version)
 
 
 def set_champion(mlflow_version: str) -> None:
     """Point the `champion` alias at the version that now serves."""
-    if not mlflow_version:
-        return
     mlflow = _mlflow()
     mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
 

@@ -41,7 +41,10 @@ class Command(BaseCommand):
         for done, (label, path) in enumerate(files, start=1):
             try:
                 _, was_created = scan_import(
-                    data=path.read_bytes(), label=label, imported_by=importer
+                    data=path.read_bytes(),
+                    label=label,
+                    imported_by=importer,
+                    source=f"import_dataset, class folder {label!r}",
                 )
             except ImageDecodeError as error:
                 refused += 1

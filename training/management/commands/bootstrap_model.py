@@ -1,9 +1,10 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from ml_core.recipes import PLACEHOLDER
 from ml_core.training import train_on_phantoms
 from training.selectors import serving_model_version
-from training.services import model_version_register
+from training.services import RegistrationFailed, model_version_bootstrap
 
 PLACEHOLDER_NOTE = (
     "Placeholder trained on synthetic phantoms, not on patient images. It is not a medical "
@@ -13,23 +14,26 @@ PLACEHOLDER_NOTE = (
 
 class Command(BaseCommand):
     help = (
-        "Train a placeholder model on synthetic phantoms (no data, no network, about 20 s) "
-        "and serve it, unless a model already serves."
+        "Train a placeholder model on synthetic phantoms (no data, no network, about 20 s), "
+        "register it in MLflow and serve it, unless a model already serves."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--input-size", type=int, default=64)
-        parser.add_argument("--samples", type=int, default=1000)
-        parser.add_argument("--epochs", type=int, default=40)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--input-size", type=int, default=PLACEHOLDER.input_size)
+        parser.add_argument("--samples", type=int, default=PLACEHOLDER.samples)
+        parser.add_argument("--epochs", type=int, default=PLACEHOLDER.epochs)
+        parser.add_argument("--seed", type=int, default=PLACEHOLDER.seed)
         parser.add_argument(
-            "--force", action="store_true", help="Bootstrap even if a model already serves."
+            "--force",
+            action="store_true",
+            help="Bootstrap even if a model already serves (logged as a change of serving "
+            "version, like any other).",
         )
 
     def handle(self, *args, input_size, samples, epochs, seed, force, **options):
         current = serving_model_version()
         if current and not force:
-            self.stdout.write(f"Model v{current.version} already serves; nothing to do.")
+            self.stdout.write(f"Model {current.label} already serves; nothing to do.")
             return
         self.stdout.write(
             f"Training a placeholder on {samples} phantoms at {input_size} px, {epochs} epochs."
@@ -42,15 +46,18 @@ class Command(BaseCommand):
             target_sensitivity=settings.KIDNEY_TARGET_SENSITIVITY,
             on_epoch_end=self._report_epoch(epochs),
         )
-        model_version = model_version_register(
-            trained=trained, description=PLACEHOLDER_NOTE, serve=True
-        )
+        try:
+            log = model_version_bootstrap(trained=trained, description=PLACEHOLDER_NOTE)
+        except RegistrationFailed as error:
+            raise CommandError(str(error)) from None
         report = trained.validation
         self.stdout.write(
-            f"Model v{model_version.version} serves: on synthetic validation phantoms "
+            f"Model {log.to_version.label} serves: on synthetic validation phantoms "
             f"sensitivity {report['sensitivity']:.3f}, specificity {report['specificity']:.3f}, "
             f"ROC AUC {report['auc']:.3f} at threshold {report['threshold']:.3f}."
         )
+        if log.registry_warning:
+            self.stdout.write(self.style.WARNING(log.registry_warning))
         self.stdout.write(self.style.WARNING(PLACEHOLDER_NOTE))
 
     def _report_epoch(self, epochs: int):

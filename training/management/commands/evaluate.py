@@ -3,8 +3,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from ml_core.datasets import folder_manifest
+from training.files import local_entries, model_load
 from training.models import ModelVersion
-from training.selectors import model_artifact_path, serving_model_version
+from training.selectors import serving_model_version
 
 
 class Command(BaseCommand):
@@ -18,8 +19,6 @@ class Command(BaseCommand):
         parser.add_argument("--model", type=int, help="Model version (default: the serving one).")
 
     def handle(self, *args, data, model, **options):
-        import keras
-
         from ml_core.training import evaluate
 
         model_version = (
@@ -31,12 +30,19 @@ class Command(BaseCommand):
             entries = folder_manifest(data, model_version.classes)
         except FileNotFoundError as error:
             raise CommandError(str(error)) from None
-        loaded = keras.models.load_model(model_artifact_path(model_version), compile=False)
         report = evaluate(
-            loaded,
-            entries,
+            model_load(model_version.artifact),
+            local_entries(entries),
             model_version.classes,
             model_version.preprocessing_config,
             model_version.threshold,
         )
-        self.stdout.write(json.dumps({**report, "model_version": model_version.version}))
+        self.stdout.write(
+            json.dumps(
+                {
+                    **report,
+                    "model_version": model_version.version,
+                    "mlflow_version": model_version.mlflow_version,
+                }
+            )
+        )

@@ -1,14 +1,17 @@
-"""Training runs over the API: started on the confirmed labels (ML engineers only)."""
+"""Training runs over the API, and model versions with their agreement with confirmed labels
+(ML engineers start and retry runs)."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from scans.training_data import label_training_parameters, training_run_request
+from retraining.selectors import label_training_parameters, model_version_agreement
+from retraining.services import training_run_request
 from training.models import TrainingRun
+from training.runs import TrainingRunActive, training_run_retry
 from training.serializers import TrainingRunRequestSerializer, TrainingRunSerializer
-from training.services import TrainingRunActive
-from training.views import ML_ENGINEERS
+from training.views import ML_ENGINEERS, ModelVersionViewSet
 
 
 class TrainingRunViewSet(
@@ -29,10 +32,25 @@ class TrainingRunViewSet(
         overrides = TrainingRunRequestSerializer(data=request.data)
         overrides.is_valid(raise_exception=True)
         parameters = {**label_training_parameters(), **overrides.validated_data}
-        try:
-            run = training_run_request(
+        return self._started(
+            request,
+            lambda: training_run_request(
                 parameters=parameters, trigger=TrainingRun.Trigger.API, requested_by=request.user
-            )
+            ),
+        )
+
+    @extend_schema(request=None, responses={202: TrainingRunSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run a failed run again: a new run on its manifest and parameters."""
+        failed = self.get_object()
+        return self._started(
+            request, lambda: training_run_retry(run=failed, requested_by=request.user)
+        )
+
+    def _started(self, request, start) -> Response:
+        try:
+            run = start()
         except TrainingRunActive as active:
             return Response(
                 {"detail": str(active), "active_run": active.run.pk},
@@ -42,3 +60,12 @@ class TrainingRunViewSet(
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
         body = TrainingRunSerializer(run, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionWithAgreementViewSet(ModelVersionViewSet):
+    """Model versions; the detail adds how the version agrees with confirmed labels."""
+
+    def retrieve(self, request, *args, **kwargs):
+        response = super().retrieve(request, *args, **kwargs)
+        response.data["agreement"] = model_version_agreement(self.get_object())
+        return response

@@ -3,31 +3,14 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ml_core.augmentation import NO_AUGMENTATION, Augmentation
-from ml_core.datasets import block_split, folder_manifest
+from ml_core.augmentation import NO_AUGMENTATION
+from ml_core.datasets import folder_manifest
+from ml_core.recipes import FROM_FOLDER as CPU_DEFAULTS
 from ml_core.training import MODES, TrainingConfig
-from scans.training_data import training_run_request
+from retraining.services import training_run_outside_evaluation_set, training_run_request
 from training.models import PromotionLog, TrainingRun
-from training.selectors import (
-    current_evaluation_set,
-    evaluation_set_entries,
-    serving_model_version,
-)
-from training.services import (
-    TrainingRunActive,
-    evaluation_set_freeze,
-    training_run_create,
-    training_run_execute,
-)
-
-# The best configuration found for a 2-core CPU without ImageNet weights (docs/benchmarks.md).
-CPU_DEFAULTS = TrainingConfig(
-    input_size=96,
-    epochs=15,
-    max_minutes=26.0,
-    learning_rate_schedule="cosine",
-    augmentation=Augmentation(contrast=0.2, brightness=0.05),
-)
+from training.runs import Progress, TrainingRunActive, training_run_execute
+from training.selectors import current_evaluation_set, serving_model_version
 
 
 class Command(BaseCommand):
@@ -125,7 +108,7 @@ class Command(BaseCommand):
             f"Training run {run.pk}: {run.manifest_size} images {run.class_counts}, "
             f"{config.mode} mode, {config.input_size} px, up to {config.epochs} epochs."
         )
-        run = training_run_execute(run_id=run.pk, progress=self._print_epoch)
+        run = training_run_execute(run_id=run.pk, progress=self._progress())
         self._summarise(run)
 
     def _create_run(self, options, config: TrainingConfig) -> TrainingRun:
@@ -147,28 +130,38 @@ class Command(BaseCommand):
             return training_run_request(
                 parameters=parameters, trigger=TrainingRun.Trigger.COMMAND, enqueue=enqueue
             )
-        entries = folder_manifest(options["data"], list(config.classes))
         # The last block of each class is never trained on: it is the evaluation set, frozen
         # now unless one is frozen already.
-        kept, held_out = block_split(
-            entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
-        )
-        evaluation_set = evaluation_set_freeze(entries=held_out, source=f"folder {options['data']}")
-        evaluation_hashes = {entry.sha256 for entry in evaluation_set_entries(evaluation_set)}
-        return training_run_create(
-            entries=[entry for entry in kept if entry.sha256 not in evaluation_hashes],
+        return training_run_outside_evaluation_set(
+            entries=folder_manifest(options["data"], list(config.classes)),
             parameters=parameters,
-            data_source=f"folder {options['data']}",
+            source=f"folder {options['data']}",
             trigger=TrainingRun.Trigger.COMMAND,
             enqueue=enqueue,
+            train_on_last_block=False,
         )
 
-    def _print_epoch(self, epoch: int, row: dict) -> None:
-        self.stdout.write(
-            f"  epoch {epoch}: loss {row['loss']:.4f}, validation ROC AUC {row['val_auc']:.4f}, "
-            f"{row['seconds']:.0f} s"
-        )
-        self.stdout.flush()
+    def _progress(self) -> Progress:
+        """Epoch lines always; in a terminal, a bar within each epoch too."""
+        in_terminal = self.stdout.isatty()
+
+        def on_epoch_end(epoch: int, row: dict) -> None:
+            clear = "\r\033[K" if in_terminal else ""
+            self.stdout.write(
+                f"{clear}  epoch {epoch}: loss {row['loss']:.4f}, validation ROC AUC "
+                f"{row['val_auc']:.4f}, {row['seconds']:.0f} s"
+            )
+            self.stdout.flush()
+
+        def on_batch_end(epoch: int, batch: int, batches: int) -> None:
+            filled = 30 * batch // max(1, batches)
+            self.stdout.write(
+                f"\r  epoch {epoch}: [{'#' * filled}{'.' * (30 - filled)}] {batch}/{batches}",
+                ending="",
+            )
+            self.stdout.flush()
+
+        return Progress(on_epoch_end, on_batch_end if in_terminal else None)
 
     def _summarise(self, run: TrainingRun) -> None:
         if run.status != TrainingRun.Status.SUCCEEDED:
@@ -176,7 +169,7 @@ class Command(BaseCommand):
         candidate = run.model_version
         seconds = (run.finished - run.started).total_seconds()
         self.stdout.write(
-            f"Candidate v{candidate.version} in {seconds:.1f} s (MLflow run {run.mlflow_run_id})."
+            f"Candidate {candidate.label} in {seconds:.1f} s (MLflow run {run.mlflow_run_id})."
         )
         for name in ("validation", "evaluation"):
             report = run.metrics.get(name)
@@ -190,6 +183,9 @@ class Command(BaseCommand):
         log = PromotionLog.objects.filter(to_version=candidate).first()
         if log is not None:
             self.stdout.write(f"Promotion gate: {log.decision}. {json.dumps(log.gate['checks'])}")
+        serving = serving_model_version()
+        if serving is not None:
+            self.stdout.write(f"Serving: {serving.label}.")
 
 
 def _parse_window(text: str) -> tuple[float, float]:

@@ -1,0 +1,33 @@
+"""The training recipes the service uses by default, in one place.
+
+FROM_FOLDER: `train --data` without ImageNet weights on a 2-core CPU (the best configuration
+measured there; docs/benchmarks.md). RETRAIN: a new head on the serving model's frozen base,
+on cached features, so that retraining on new labels costs little (the beat trigger, the
+training-run API). PLACEHOLDER: bootstrap_model's phantom model.
+"""
+
+from dataclasses import dataclass
+
+from ml_core.augmentation import Augmentation
+from ml_core.training import TrainingConfig
+
+FROM_FOLDER = TrainingConfig(
+    input_size=96,
+    epochs=15,
+    max_minutes=26.0,
+    learning_rate_schedule="cosine",
+    augmentation=Augmentation(contrast=0.2, brightness=0.05),
+)
+
+RETRAIN = TrainingConfig(mode="head", learning_rate=1e-3, epochs=60, patience=10)
+
+
+@dataclass(frozen=True)
+class PlaceholderRecipe:
+    input_size: int = 64
+    samples: int = 1000
+    epochs: int = 40
+    seed: int = 0
+
+
+PLACEHOLDER = PlaceholderRecipe()

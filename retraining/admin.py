@@ -1,0 +1,65 @@
+"""Admin pieces that need both sides of the loop: starting a training run on the confirmed
+labels, and a model version's agreement with them. They extend training's admin classes."""
+
+from django.contrib import admin, messages
+
+from accounts.roles import Role, user_has_role
+from retraining.selectors import model_version_agreement
+from retraining.services import training_run_request
+from training.admin import ModelVersionAdmin, TrainingRunAdmin
+from training.models import ModelVersion, TrainingRun
+from training.runs import TrainingRunActive
+
+
+@admin.action(
+    description="Start a new training run on the confirmed labels, same parameters",
+    permissions=["start_training"],
+)
+def start_training_run(modeladmin, request, queryset):
+    """Admin twin of POST /api/training-runs/: repeats the selected run's parameters."""
+    run = queryset.first()
+    try:
+        started = training_run_request(
+            parameters=run.parameters if run else None,
+            trigger=TrainingRun.Trigger.ADMIN,
+            requested_by=request.user,
+        )
+    except (TrainingRunActive, ValueError) as error:
+        modeladmin.message_user(request, str(error), messages.ERROR)
+        return
+    modeladmin.message_user(request, f"Training run {started.pk} queued.", messages.SUCCESS)
+
+
+admin.site.unregister(TrainingRun)
+
+
+@admin.register(TrainingRun)
+class TrainingRunWithStartAdmin(TrainingRunAdmin):
+    actions = [start_training_run]
+
+    def has_start_training_permission(self, request) -> bool:
+        return user_has_role(request.user, Role.ML_ENGINEER)
+
+
+admin.site.unregister(ModelVersion)
+
+
+@admin.register(ModelVersion)
+class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
+    """Adds how the version's predictions agree with the labels radiologists confirmed."""
+
+    readonly_fields = [*ModelVersionAdmin.readonly_fields, "agreement"]
+
+    @admin.display(description="Agreement with confirmed labels")
+    def agreement(self, model_version) -> str:
+        figures = model_version_agreement(model_version)
+        rows = figures["confusion_matrix"]["rows"]
+        classes = figures["confusion_matrix"]["classes"]
+        matrix = "; ".join(
+            f"true {name}: " + ", ".join(f"{col} {n}" for col, n in zip(classes, row, strict=True))
+            for name, row in zip(classes, rows, strict=True)
+        )
+        return (
+            f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
+            f"specificity {figures['specificity']}; decided as: {matrix}"
+        )

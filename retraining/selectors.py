@@ -1,0 +1,68 @@
+"""Reads across both sides of the loop: confirmed labels as training data, and how a model
+version's predictions agree with them."""
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from ml_core.datasets import LabelledImage
+from ml_core.decision import label_agreement
+from ml_core.recipes import FROM_FOLDER, RETRAIN
+from scans.models import Prediction, Scan
+from training.files import storage_reference
+from training.selectors import last_training_run, serving_model_version
+
+
+def confirmed_scans(classes: list[str] | None = None) -> QuerySet[Scan]:
+    scans = Scan.objects.exclude(confirmed_label="")
+    return scans.filter(confirmed_label__in=classes) if classes else scans
+
+
+def confirmed_label_entries(classes: list[str]) -> list[LabelledImage]:
+    """Confirmed scans as a manifest of files in storage; upload order stands for acquisition
+    order, and a DICOM study reference keeps the slices of one study on one side of a split."""
+    scans = confirmed_scans(classes).order_by("created", "id")
+    return [
+        LabelledImage(
+            path=storage_reference(scan.file.name),
+            label=scan.confirmed_label,
+            order=order,
+            group=scan.study_reference,
+            sha256=scan.sha256,
+        )
+        for order, scan in enumerate(scans.iterator())
+    ]
+
+
+def new_confirmed_labels_count() -> int:
+    last = last_training_run()
+    scans = confirmed_scans()
+    return scans.filter(confirmed_at__gt=last.created).count() if last else scans.count()
+
+
+def label_training_parameters() -> dict:
+    """Retraining on new labels: a new head on the serving model's base (ml_core.recipes
+    RETRAIN), with cached features, so that it costs little; from scratch (FROM_FOLDER) when
+    nothing serves yet."""
+    serving = serving_model_version()
+    if serving is None:
+        return {**FROM_FOLDER.to_dict(), "classes": list(settings.KIDNEY_CLASSES)}
+    parameters = RETRAIN.to_dict()
+    parameters.update(
+        classes=list(serving.classes),
+        input_size=serving.input_size,
+        normalisation=serving.preprocessing_config.normalisation,
+        window_width=serving.preprocessing_config.window_width,
+        window_level=serving.preprocessing_config.window_level,
+        warm_start_from=serving.version,
+    )
+    return parameters
+
+
+def model_version_agreement(model_version) -> dict:
+    """The version's predictions against the labels radiologists confirmed."""
+    pairs = Prediction.objects.filter(model_version=model_version).exclude(scan__confirmed_label="")
+    rows = list(pairs.values_list("scan__confirmed_label", "label"))
+    return label_agreement(
+        [confirmed for confirmed, _ in rows], [predicted for _, predicted in rows],
+        model_version.classes,
+    )  # fmt: skip

@@ -1,0 +1,79 @@
+"""Turning confirmed labels into training runs. The evaluation set is frozen from them the
+first time it is needed, and never trained on."""
+
+from django.conf import settings
+
+from ml_core.datasets import LabelledImage, block_split
+from retraining.selectors import (
+    confirmed_label_entries,
+    label_training_parameters,
+    new_confirmed_labels_count,
+)
+from training.models import TrainingRun
+from training.runs import training_run_create
+from training.selectors import active_training_run, evaluation_set_entries
+from training.services import evaluation_set_freeze
+
+
+def training_run_request(
+    *,
+    parameters: dict | None = None,
+    trigger: str,
+    requested_by=None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Start a training run on every confirmed label outside the evaluation set."""
+    parameters = parameters or label_training_parameters()
+    entries = confirmed_label_entries(list(parameters.get("classes", settings.KIDNEY_CLASSES)))
+    if not entries:
+        raise ValueError("There are no confirmed labels to train on.")
+    return training_run_outside_evaluation_set(
+        entries=entries,
+        parameters=parameters,
+        source="confirmed labels",
+        trigger=trigger,
+        requested_by=requested_by,
+        enqueue=enqueue,
+        train_on_last_block=True,
+    )
+
+
+def training_run_outside_evaluation_set(
+    *,
+    entries: list[LabelledImage],
+    parameters: dict,
+    source: str,
+    trigger: str,
+    train_on_last_block: bool,
+    requested_by=None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """A run on these images less the evaluation set. Their last block (per class, in
+    acquisition order, after a gap) becomes the evaluation set unless one is frozen already.
+    A folder's own last block and gap are never trained on (train_on_last_block=False);
+    confirmed labels outside the frozen set all are."""
+    kept, held_out = block_split(
+        entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
+    )
+    evaluation_set = evaluation_set_freeze(entries=held_out, source=source, actor=requested_by)
+    if not train_on_last_block:
+        entries = kept
+    evaluation_hashes = {entry.sha256 for entry in evaluation_set_entries(evaluation_set)}
+    training_entries = [entry for entry in entries if entry.sha256 not in evaluation_hashes]
+    return training_run_create(
+        entries=training_entries,
+        parameters=parameters,
+        data_source=f"{len(training_entries)} images from {source}",
+        trigger=trigger,
+        requested_by=requested_by,
+        enqueue=enqueue,
+    )
+
+
+def retrain_if_enough_new_labels() -> TrainingRun | None:
+    """celery beat's retrain check: a run once enough labels arrived since the last run."""
+    if active_training_run() is not None:
+        return None
+    if new_confirmed_labels_count() < settings.KIDNEY_RETRAIN_MIN_NEW_LABELS:
+        return None
+    return training_run_request(trigger=TrainingRun.Trigger.SCHEDULE)

@@ -1,0 +1,22 @@
+"""A stored scan, opened and decoded: for inference and heatmaps through the model version's
+preprocessing (its CT window for DICOM), for viewing through the default window."""
+
+from django.conf import settings
+
+from ml_core import dicom
+from ml_core.images import DecodedImage, decode_image
+from ml_core.preprocessing import PreprocessingConfig
+from scans.models import Scan
+
+
+def stored_image(scan: Scan, preprocessing: PreprocessingConfig | None = None) -> DecodedImage:
+    """Raises OSError when storage cannot be read, ml_core.errors.ImageDecodeError when the
+    stored bytes do not decode."""
+    with scan.file.open("rb") as stored:
+        data = stored.read()
+    return decode_image(
+        data,
+        max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
+        min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
+        window=preprocessing.window if preprocessing else dicom.SOFT_TISSUE_WINDOW,
+    )
