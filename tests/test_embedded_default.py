@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 
@@ -62,7 +61,7 @@ def test_runstack_serves_uploads_end_to_end_without_any_server(tmp_path):
     environment = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
+        if key not in ("DATABASE_URL", "CELERY_BROKER_URL", "KIDNEY_STORAGE_BACKEND")
     }
     environment["KIDNEY_DATA_DIR"] = str(tmp_path / "data")
     manage("migrate", "--noinput", environment=environment)
@@ -106,7 +105,9 @@ def test_runstack_serves_uploads_end_to_end_without_any_server(tmp_path):
         body = wait_for(predicted, timeout=90, interval=0.5, message="the prediction")
         assert set(body["prediction"]["probabilities"]) == {"normal", "stone"}
         assert (tmp_path / "data" / "kidney.sqlite3").is_file()
+        # Local media, and the model in storage under the data folder too.
         assert any((tmp_path / "data" / "media" / "scans").iterdir())
+        assert any((tmp_path / "data" / "media" / "models").iterdir())
     finally:
         stack.send_signal(signal.SIGINT)
         try:
@@ -115,8 +116,11 @@ def test_runstack_serves_uploads_end_to_end_without_any_server(tmp_path):
             stack.kill()
             raise
     assert stack.returncode == 0, (tmp_path / "stack.log").read_text()[-3000:]
-    time.sleep(0.5)
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"--bind=127.0.0.1:{port}"], capture_output=True, check=False
-    )
-    assert leftovers.stdout == b""  # Ctrl-C stopped web and workers too
+
+    def nothing_left() -> bool:
+        found = subprocess.run(
+            ["pgrep", "-f", f"--bind=127.0.0.1:{port}"], capture_output=True, check=False
+        )
+        return found.stdout == b""
+
+    wait_for(nothing_left, timeout=10, message="Ctrl-C to stop web and workers too")
