@@ -1,8 +1,9 @@
 """Model artifacts, training manifests and training images, through Django's storage API.
 
 Workers may run on other machines: they share the database, the broker and the storage, never
-a local folder. Keras and the image loaders need files, so each machine keeps a local copy of
-what it reads, written whole before it is used (a copy is immutable: names are unique).
+a local folder. Keras and the image loaders need files: a storage with local paths (the
+embedded default's file system) gives them directly; from any other (S3) each machine keeps
+a local copy of what it reads, written whole before it is used (names are never reused).
 """
 
 import os
@@ -37,8 +38,8 @@ def artifact_delete(name: str) -> None:
 
 
 def artifact_local_path(name: str) -> Path:
-    """This machine's copy of a stored model, fetched once."""
-    return _local_copy(name, Path(settings.KIDNEY_MODEL_CACHE_DIR) / Path(name).name)
+    """The stored model as a file on this machine (fetched once, if it must be)."""
+    return _local_file(name, Path(settings.KIDNEY_MODEL_CACHE_DIR) / Path(name).name)
 
 
 def model_load(name: str):
@@ -69,7 +70,8 @@ def manifest_load(digest: str) -> list[LabelledImage]:
 
 def local_entries(entries: list[LabelledImage]) -> list[LabelledImage]:
     """The same entries, each readable on this machine: files in storage are copied into the
-    image cache (by content hash) the first time; local paths stay as they are."""
+    image cache (by content hash) the first time, unless the storage has local paths; local
+    paths stay as they are."""
     cache = Path(settings.KIDNEY_IMAGE_CACHE_DIR)
     local = []
     for entry in entries:
@@ -85,6 +87,13 @@ def local_entries(entries: list[LabelledImage]) -> list[LabelledImage]:
 
 def _manifest_name(digest: str) -> str:
     return f"{MANIFESTS_FOLDER}/{digest}.json"
+
+
+def _local_file(name: str, cache_copy: Path) -> Path:
+    try:
+        return Path(default_storage.path(name))
+    except NotImplementedError:  # no local paths (S3 and the like): a copy
+        return _local_copy(name, cache_copy)
 
 
 def _local_copy(name: str, target: Path) -> Path:
