@@ -249,3 +249,63 @@ def test_upload_inference_manifest_and_heatmap_through_a_storage_without_local_p
     assert reviewed.status_code == 200
     assert [entry.path for entry in entries] == [f"storage:{scan.file.name}"]
     assert Path(local_entries(entries)[0].path).read_bytes() == stored_bytes
+
+
+@pytest.mark.django_db
+def test_every_beat_schedule_names_a_registered_task():
+    from django_celery_beat.models import PeriodicTask
+
+    from kidneyproject.celery import app
+
+    app.loader.import_default_modules()
+    schedules = dict(PeriodicTask.objects.values_list("task", "interval__every"))
+
+    assert set(schedules) <= set(app.tasks)
+    assert schedules["retraining.tasks.retrain_if_enough_new_labels"] == 10  # minutes
+    assert schedules["training.tasks.reconcile_champion"] == 60  # seconds
+    assert schedules["training.tasks.requeue_stale_training_runs"] == 300
+
+
+@pytest.mark.django_db
+def test_a_training_run_whose_message_was_lost_is_sent_again(
+    settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ml_core.datasets import LabelledImage
+    from training.runs import training_run_create
+    from training.tasks import requeue_stale_training_runs
+
+    settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = 60
+    entries = [LabelledImage("storage:scans/x.png", "normal", 0, sha256="a")]
+    run_ = training_run_create(
+        entries=entries, parameters={}, data_source="t", trigger="command", enqueue=False
+    )
+    with django_capture_on_commit_callbacks(execute=False) as fresh:
+        assert requeue_stale_training_runs.apply().get() == 0
+    TrainingRun.objects.filter(pk=run_.pk).update(created=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=False) as stale:
+        assert requeue_stale_training_runs.apply().get() == 1
+
+    assert (len(fresh), len(stale)) == (0, 1)
+
+
+@pytest.mark.django_db
+def test_training_reads_a_storage_with_local_paths_in_place_and_copies_from_one_without(
+    settings, client_for
+):
+    scan = make_scan(client_for("radiologist").user, image=phantom_png(), confirmed_label="normal")
+    entries = confirmed_label_entries(["normal", "stone"])
+
+    copied = Path(local_entries(entries)[0].path)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+    in_place = Path(local_entries(entries)[0].path)
+
+    assert copied.parent == settings.KIDNEY_IMAGE_CACHE_DIR
+    assert in_place == settings.MEDIA_ROOT / scan.file.name
+    assert copied.read_bytes() == in_place.read_bytes()

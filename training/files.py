@@ -77,10 +77,8 @@ def local_entries(entries: list[LabelledImage]) -> list[LabelledImage]:
     for entry in entries:
         if entry.path.startswith(STORAGE_PREFIX):
             name = entry.path.removeprefix(STORAGE_PREFIX)
-            copy = _local_copy(
-                name, cache / f"{entry.sha256 or uuid.uuid4().hex}{Path(name).suffix}"
-            )
-            entry = replace(entry, path=str(copy))
+            cache_copy = cache / f"{entry.sha256 or uuid.uuid4().hex}{Path(name).suffix}"
+            entry = replace(entry, path=str(_local_file(name, cache_copy)))
         local.append(entry)
     return local
 
