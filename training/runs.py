@@ -140,6 +140,8 @@ def training_run_execute(*, run_id: int, progress: Progress = Progress()) -> Tra
         )
         run.refresh_from_db()
         return run
+    # The gate decides before the run ends, so whoever waits for the run sees its decision.
+    _gate(run, candidate)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED,
         active=None,
@@ -149,7 +151,6 @@ def training_run_execute(*, run_id: int, progress: Progress = Progress()) -> Tra
         model_version=candidate,
         finished=timezone.now(),
     )
-    _gate(run, candidate)
     run.refresh_from_db()
     return run
 
@@ -231,7 +232,7 @@ def _evaluate(candidate: ModelVersion, trained: TrainedClassifier, tracker) -> N
 
 
 def _gate(run: TrainingRun, candidate: ModelVersion) -> None:
-    """The run has succeeded whatever the gate decides: the candidate stays registered."""
+    """The run succeeds whatever the gate decides: the candidate stays registered."""
     try:
         log = model_version_promote(model_version=candidate)
         logger.info("Training run %s: candidate %s %s", run.pk, candidate.label, log.decision)
