@@ -303,6 +303,15 @@ KIDNEY_VALIDATION_FRACTION = float(env("KIDNEY_VALIDATION_FRACTION", "0.15"))
 KIDNEY_EVALUATION_FRACTION = float(env("KIDNEY_EVALUATION_FRACTION", "0.2"))
 KIDNEY_SPLIT_GAP = int(env("KIDNEY_SPLIT_GAP", "5"))
 KIDNEY_RETRAIN_MIN_NEW_LABELS = int(env("KIDNEY_RETRAIN_MIN_NEW_LABELS", "50"))
+# Retraining on confirmed labels holds their newest block out (this fraction of each class, in
+# acquisition order, after KIDNEY_SPLIT_GAP): it judges the run's candidate against the
+# serving version, next to the original evaluation set, once it has this many images of
+# normal and of abnormal.
+KIDNEY_RECENT_EVALUATION_FRACTION = float(env("KIDNEY_RECENT_EVALUATION_FRACTION", "0.2"))
+KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = int(env("KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS", "20"))
+# A model version's agreement on the newest confirmed scans it predicted (drift, in the API
+# and admin) counts this many.
+KIDNEY_RECENT_AGREEMENT_WINDOW = int(env("KIDNEY_RECENT_AGREEMENT_WINDOW", "200"))
 KIDNEY_PROMOTION_SENSITIVITY_FLOOR = float(env("KIDNEY_PROMOTION_SENSITIVITY_FLOOR", "0.95"))
 KIDNEY_PROMOTION_AUC_MARGIN = float(env("KIDNEY_PROMOTION_AUC_MARGIN", "0.01"))
 KIDNEY_PROMOTION_MIN_AUC = float(env("KIDNEY_PROMOTION_MIN_AUC", "0.8"))

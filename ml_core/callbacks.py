@@ -1,5 +1,6 @@
 """Keras callbacks for training; imported only where Keras already is."""
 
+import math
 import time
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ class AucEarlyStopping(keras.callbacks.Callback):
             "loss": float((logs or {}).get("loss", 0.0)),
             "val_auc": auc,
             "seconds": elapsed,
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
         }
         self.history.append(row)
         if auc > self.best_auc:
@@ -55,3 +57,40 @@ class AucEarlyStopping(keras.callbacks.Callback):
     def restore_best(self) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def epochs_that_fit(first_epoch_seconds: float, budget_seconds: float, epochs: int) -> int:
+    """How many epochs a time budget holds, judged by the first (which also pays for tracing
+    and warm-up, so the plan errs short); no budget: all of them."""
+    if not budget_seconds or first_epoch_seconds <= 0:
+        return epochs
+    return max(1, min(epochs, int(budget_seconds // first_epoch_seconds)))
+
+
+class CosineOverEpochsThatFit(keras.callbacks.Callback):
+    """Cosine decay of the learning rate, per epoch, over the epochs that fit the time budget:
+    the first epoch is timed and the rest planned from it, so a slower machine runs fewer
+    epochs of the same schedule (ending near zero) instead of being cut off with the rate
+    still high. Training stops after the planned epochs."""
+
+    def __init__(self, base_rate: float, epochs: int, budget_seconds: float):
+        super().__init__()
+        self.base_rate, self.epochs, self.budget_seconds = base_rate, epochs, budget_seconds
+        self.planned = epochs
+        self.started = 0.0
+
+    def rate(self, epoch: int) -> float:
+        return self.base_rate * 0.5 * (1 + math.cos(math.pi * (epoch + 0.5) / self.planned))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 0:
+            self.started = time.monotonic()
+        self.model.optimizer.learning_rate = self.rate(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.planned = epochs_that_fit(
+                time.monotonic() - self.started, self.budget_seconds, self.epochs
+            )
+        if epoch + 1 >= self.planned:
+            self.model.stop_training = True

@@ -2,6 +2,8 @@
 only for images it has not seen. Keyed by the base's identity and the image's hash."""
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,5 +45,12 @@ def extract_features(
         for row, vector in zip(rows, np.asarray(extractor.predict_on_batch(batch)), strict=True):
             features[row] = vector
             if folder is not None and entries[row].sha256:
-                np.save(folder / f"{entries[row].sha256}.npy", vector)
+                _save_whole(folder / f"{entries[row].sha256}.npy", vector)
     return np.stack(features), len(missing)
+
+
+def _save_whole(path: Path, vector: np.ndarray) -> None:
+    """Readers (other workers, the web process) never see a half-written file."""
+    draft = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.npy")
+    np.save(draft, vector)
+    os.replace(draft, path)

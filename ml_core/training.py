@@ -31,7 +31,9 @@ class TrainingConfig:
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-4
-    learning_rate_schedule: str = "constant"  # or "cosine": decays to 0 over `epochs`
+    # "cosine": decays towards 0 over the epochs that fit max_minutes (all `epochs` without a
+    # budget), planned from the first epoch's time.
+    learning_rate_schedule: str = "constant"
     augmentation: Augmentation = field(default_factory=Augmentation)
     class_weights: bool = True
     patience: int = 6  # epochs without a better validation AUC before stopping
@@ -202,7 +204,7 @@ def fit(
     Returns the per-epoch history."""
     import keras
 
-    from ml_core.callbacks import AucEarlyStopping
+    from ml_core.callbacks import AucEarlyStopping, CosineOverEpochsThatFit
 
     classes = list(config.classes)
     labels = np.array([classes.index(entry.label) for entry in train_entries])
@@ -216,6 +218,12 @@ def fit(
         on_epoch_end=on_epoch_end,
     )
     callbacks = [monitor]
+    if config.learning_rate_schedule == "cosine":
+        # Before the monitor, so that an epoch's row shows the rate it trained with.
+        callbacks.insert(
+            0,
+            CosineOverEpochsThatFit(config.learning_rate, config.epochs, config.max_minutes * 60),
+        )
     steps = math.ceil(len(train_entries) / config.batch_size)
     if on_batch_end is not None:
         epoch = [0]
@@ -225,13 +233,9 @@ def fit(
                 on_train_batch_end=lambda batch, logs: on_batch_end(epoch[0], batch + 1, steps),
             )
         )
-    learning_rate = config.learning_rate
-    if config.learning_rate_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, config.epochs * steps
-        )
     plan.trainable.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy"
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
     )
     plan.trainable.fit(
         **plan.fit_data,
@@ -296,9 +300,20 @@ def evaluate(
     classes: list[str],
     preprocessing: PreprocessingConfig,
     threshold: float,
+    *,
+    feature_cache_dir: Path | None = None,
 ) -> dict:
-    """Sensitivity-first report of a model on labelled images at its stored threshold."""
-    probabilities = predict_entries(model, entries, preprocessing)
+    """Sensitivity-first report of a model on labelled images at its stored threshold. With
+    a feature cache, images whose features under this model's base are cached (a head
+    retrained on an unchanged base) only go through the head."""
+    if feature_cache_dir is None:
+        probabilities = predict_entries(model, entries, preprocessing)
+    else:
+        extractor, head = split_at_features(model)
+        features, _ = extract_features(
+            extractor, entries, preprocessing, batch_size=32, cache_dir=feature_cache_dir
+        )
+        probabilities = np.asarray(head.predict(features, verbose=0))
     return evaluation_report([entry.label for entry in entries], probabilities, classes, threshold)
 
 

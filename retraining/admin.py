@@ -4,7 +4,7 @@ labels, and a model version's agreement with them. They extend training's admin 
 from django.contrib import admin, messages
 
 from accounts.roles import Role, user_has_role
-from retraining.selectors import model_version_agreement
+from retraining.selectors import model_version_agreement, model_version_recent_agreement
 from retraining.services import training_run_request
 from training.admin import ModelVersionAdmin, TrainingRunAdmin
 from training.models import ModelVersion, TrainingRun
@@ -48,18 +48,40 @@ admin.site.unregister(ModelVersion)
 class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
     """Adds how the version's predictions agree with the labels radiologists confirmed."""
 
-    readonly_fields = [*ModelVersionAdmin.readonly_fields, "agreement"]
+    readonly_fields = [
+        *ModelVersionAdmin.readonly_fields, "agreement", "recent_agreement", "evaluations",
+    ]  # fmt: skip
 
     @admin.display(description="Agreement with confirmed labels")
     def agreement(self, model_version) -> str:
-        figures = model_version_agreement(model_version)
-        rows = figures["confusion_matrix"]["rows"]
-        classes = figures["confusion_matrix"]["classes"]
-        matrix = "; ".join(
-            f"true {name}: " + ", ".join(f"{col} {n}" for col, n in zip(classes, row, strict=True))
-            for name, row in zip(classes, rows, strict=True)
-        )
-        return (
-            f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
-            f"specificity {figures['specificity']}; decided as: {matrix}"
-        )
+        return _describe(model_version_agreement(model_version))
+
+    @admin.display(description="On the newest confirmed scans it predicted (drift)")
+    def recent_agreement(self, model_version) -> str:
+        figures = model_version_recent_agreement(model_version)
+        auc = "-" if figures["auc"] is None else f"{figures['auc']:.3f}"
+        return f"ROC AUC {auc}; " + _describe(figures)
+
+    @admin.display(description="Evaluation sets")
+    def evaluations(self, model_version) -> str:
+        lines = []
+        for evaluation in model_version.evaluations.select_related("evaluation_set"):
+            report = evaluation.report
+            lines.append(
+                f"{evaluation.evaluation_set}: sensitivity {report['sensitivity']}, "
+                f"specificity {report['specificity']}, ROC AUC {report['auc']}"
+            )
+        return "; ".join(lines) or "-"
+
+
+def _describe(figures: dict) -> str:
+    rows = figures["confusion_matrix"]["rows"]
+    classes = figures["confusion_matrix"]["classes"]
+    matrix = "; ".join(
+        f"true {name}: " + ", ".join(f"{col} {n}" for col, n in zip(classes, row, strict=True))
+        for name, row in zip(classes, rows, strict=True)
+    )
+    return (
+        f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
+        f"specificity {figures['specificity']}; decided as: {matrix}"
+    )

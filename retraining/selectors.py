@@ -1,11 +1,12 @@
 """Reads across both sides of the loop: confirmed labels as training data, and how a model
 version's predictions agree with them."""
 
+import numpy as np
 from django.conf import settings
 from django.db.models import QuerySet
 
 from ml_core.datasets import LabelledImage
-from ml_core.decision import label_agreement
+from ml_core.decision import NEGATIVE_CLASS, label_agreement, roc_auc
 from ml_core.recipes import FROM_FOLDER, RETRAIN
 from scans.models import Prediction, Scan
 from training.files import storage_reference
@@ -66,3 +67,22 @@ def model_version_agreement(model_version) -> dict:
         [confirmed for confirmed, _ in rows], [predicted for _, predicted in rows],
         model_version.classes,
     )  # fmt: skip
+
+
+def model_version_recent_agreement(model_version) -> dict:
+    """Drift, visible before any retraining: the version's predictions, as it made them, on
+    the newest scans radiologists confirmed (KIDNEY_RECENT_AGREEMENT_WINDOW of them)."""
+    window = settings.KIDNEY_RECENT_AGREEMENT_WINDOW
+    pairs = (
+        Prediction.objects.filter(model_version=model_version)
+        .exclude(scan__confirmed_label="")
+        .order_by("-scan__confirmed_at")[:window]
+    )
+    rows = list(pairs.values_list("scan__confirmed_label", "label", "abnormal_score"))
+    confirmed = [row[0] for row in rows]
+    figures = label_agreement(confirmed, [row[1] for row in rows], model_version.classes)
+    auc = roc_auc(
+        np.array([label != NEGATIVE_CLASS for label in confirmed], dtype=bool),
+        np.array([row[2] for row in rows]),
+    )
+    return {**figures, "auc": auc, "window": window}

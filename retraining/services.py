@@ -4,6 +4,7 @@ first time it is needed, and never trained on."""
 from django.conf import settings
 
 from ml_core.datasets import LabelledImage, block_split
+from ml_core.decision import NEGATIVE_CLASS
 from retraining.selectors import (
     confirmed_label_entries,
     label_training_parameters,
@@ -12,7 +13,7 @@ from retraining.selectors import (
 from training.models import TrainingRun
 from training.runs import training_run_create
 from training.selectors import active_training_run, evaluation_set_entries
-from training.services import evaluation_set_freeze
+from training.services import evaluation_set_freeze, recent_evaluation_set_freeze
 
 
 def training_run_request(
@@ -35,6 +36,7 @@ def training_run_request(
         requested_by=requested_by,
         enqueue=enqueue,
         train_on_last_block=True,
+        hold_out_recent=True,
     )
 
 
@@ -45,13 +47,15 @@ def training_run_outside_evaluation_set(
     source: str,
     trigger: str,
     train_on_last_block: bool,
+    hold_out_recent: bool = False,
     requested_by=None,
     enqueue: bool = True,
 ) -> TrainingRun:
     """A run on these images less the evaluation set. Their last block (per class, in
     acquisition order, after a gap) becomes the evaluation set unless one is frozen already.
-    A folder's own last block and gap are never trained on (train_on_last_block=False);
-    confirmed labels outside the frozen set all are."""
+    A folder's own last block and gap are never trained on (train_on_last_block=False).
+    With hold_out_recent, the newest block of what remains (and its gap) is held out too and
+    judges the candidate, once it is large enough to judge; else everything is trained on."""
     kept, held_out = block_split(
         entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
@@ -60,6 +64,18 @@ def training_run_outside_evaluation_set(
         entries = kept
     evaluation_hashes = {entry.sha256 for entry in evaluation_set_entries(evaluation_set)}
     training_entries = [entry for entry in entries if entry.sha256 not in evaluation_hashes]
+    recent_set = None
+    if hold_out_recent:
+        older, newest = block_split(
+            training_entries,
+            fraction=settings.KIDNEY_RECENT_EVALUATION_FRACTION,
+            gap=settings.KIDNEY_SPLIT_GAP,
+        )
+        if _can_judge(newest):
+            recent_set = recent_evaluation_set_freeze(
+                entries=newest, source=f"newest {len(newest)} of the {source}"
+            )
+            training_entries = older
     return training_run_create(
         entries=training_entries,
         parameters=parameters,
@@ -67,7 +83,14 @@ def training_run_outside_evaluation_set(
         trigger=trigger,
         requested_by=requested_by,
         enqueue=enqueue,
+        recent_evaluation_set=recent_set,
     )
+
+
+def _can_judge(entries: list[LabelledImage]) -> bool:
+    positives = sum(entry.label != NEGATIVE_CLASS for entry in entries)
+    minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+    return min(positives, len(entries) - positives) >= minimum
 
 
 def retrain_if_enough_new_labels() -> TrainingRun | None:

@@ -6,7 +6,11 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from retraining.selectors import label_training_parameters, model_version_agreement
+from retraining.selectors import (
+    label_training_parameters,
+    model_version_agreement,
+    model_version_recent_agreement,
+)
 from retraining.services import training_run_request
 from training.models import TrainingRun
 from training.runs import TrainingRunActive, training_run_retry
@@ -63,9 +67,12 @@ class TrainingRunViewSet(
 
 
 class ModelVersionWithAgreementViewSet(ModelVersionViewSet):
-    """Model versions; the detail adds how the version agrees with confirmed labels."""
+    """Model versions; the detail adds how the version agrees with confirmed labels: all of
+    them, and the newest it predicted (`recent_agreement`: drift shows there first)."""
 
     def retrieve(self, request, *args, **kwargs):
         response = super().retrieve(request, *args, **kwargs)
-        response.data["agreement"] = model_version_agreement(self.get_object())
+        model_version = self.get_object()
+        response.data["agreement"] = model_version_agreement(model_version)
+        response.data["recent_agreement"] = model_version_recent_agreement(model_version)
         return response

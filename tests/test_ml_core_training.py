@@ -1,5 +1,7 @@
 """ml_core training on streamed images: modes, splits, feature cache, evaluation."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,15 @@ def test_head_training_reuses_cached_features(phantom_folder, tmp_path):
     )
     assert report["n"] == {"normal": 8, "stone": 8}
     assert sum(map(sum, report["confusion_matrix"]["rows"])) == 16
+    # Through the cache, the images are not even read (these paths do not exist): the same
+    # report, to rounding.
+    unreadable = [replace(entry, path=str(tmp_path / "gone.png")) for entry in validation]
+    cached = evaluate(
+        trained.model, unreadable, ["normal", "stone"], trained.preprocessing,
+        trained.threshold, feature_cache_dir=tmp_path,
+    )  # fmt: skip
+    assert cached["auc"] == pytest.approx(report["auc"], abs=1e-6)
+    assert cached["confusion_matrix"] == report["confusion_matrix"]
 
 
 def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
@@ -172,3 +183,32 @@ def test_training_stops_when_its_time_budget_is_spent(phantom_folder):
     train(config, kept, validation, on_epoch_end=lambda epoch, row: epochs.append(epoch))
 
     assert epochs == [1]
+
+
+def test_a_budget_holds_the_epochs_its_first_epoch_says_fit():
+    from ml_core.callbacks import epochs_that_fit
+
+    assert epochs_that_fit(60.0, 26 * 60, 15) == 15  # a fast machine: every epoch
+    assert epochs_that_fit(240.0, 26 * 60, 15) == 6  # a slow one: the schedule is shortened
+    assert epochs_that_fit(4000.0, 26 * 60, 15) == 1
+    assert epochs_that_fit(240.0, 0, 15) == 15  # no budget
+
+
+def test_the_cosine_schedule_runs_its_course_over_the_epochs_that_fit(phantom_folder):
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    base = 1e-3
+    config = TrainingConfig(
+        mode="head", learning_rate=base, learning_rate_schedule="cosine", patience=50,
+        **{**TINY, "epochs": 4},
+    )  # fmt: skip
+    budgeted = TrainingConfig(**{**config.__dict__, "epochs": 10, "max_minutes": 1e-6})
+
+    rates = [row["learning_rate"] for row in train(config, kept, validation).history]
+    short = [row["learning_rate"] for row in train(budgeted, kept, validation).history]
+
+    assert len(rates) == 4
+    assert rates == sorted(rates, reverse=True)
+    assert rates[0] == pytest.approx(base * 0.5 * (1 + np.cos(np.pi / 8)), rel=1e-4)
+    assert rates[-1] < 0.05 * base  # decayed, not cut off with the rate still high
+    assert len(short) == 1  # a budget its first epoch overruns holds one epoch

@@ -58,10 +58,23 @@ class ModelVersion(models.Model):
 
 
 class EvaluationSet(models.Model):
-    """The frozen evaluation set every candidate and the serving version are compared on.
-    Frozen when first needed; extending it is an explicit action that makes a new version."""
+    """Labelled images that judge model versions, frozen.
 
-    version = models.PositiveIntegerField(unique=True)
+    `original`: the set every candidate and the serving version are compared on, frozen when
+    first needed from the first data trained on; extending it is an explicit action that makes
+    a new version. `recent`: the newest block of confirmed labels (acquisition order, after a
+    gap), held out of the training run it was made for and judging that run's candidate
+    against the serving version, so a model adapted to a hospital's newer studies is judged
+    on them too."""
+
+    class Kind(models.TextChoices):
+        ORIGINAL = "original"
+        RECENT = "recent"
+
+    kind = models.CharField(
+        max_length=16, choices=Kind.choices, default=Kind.ORIGINAL, db_index=True
+    )
+    version = models.PositiveIntegerField()
     entries = models.JSONField(help_text="Manifest: path, label, order, group, sha256.")
     digest = models.CharField(max_length=64)
     size = models.PositiveIntegerField()
@@ -73,10 +86,13 @@ class EvaluationSet(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-version"]
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "version"], name="evaluation_set_version")
+        ]
 
     def __str__(self) -> str:
-        return f"evaluation set v{self.version} ({self.size} images)"
+        return f"{self.kind} evaluation set v{self.version} ({self.size} images)"
 
 
 class ModelEvaluation(models.Model):
@@ -99,7 +115,7 @@ class ModelEvaluation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"v{self.model_version.version} on evaluation set v{self.evaluation_set.version}"
+        return f"{self.model_version.label} on {self.evaluation_set}"
 
 
 class TrainingRun(models.Model):
@@ -142,6 +158,14 @@ class TrainingRun(models.Model):
         related_name="training_run",
     )
     error = models.TextField(blank=True)
+    recent_evaluation_set = models.ForeignKey(
+        EvaluationSet,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The newest confirmed labels, held out of this run, that judge its candidate.",
+    )
     retry_of = models.ForeignKey(
         "self",
         null=True,

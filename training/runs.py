@@ -44,6 +44,7 @@ def training_run_create(
     requested_by=None,
     enqueue: bool = True,
     retry_of: TrainingRun | None = None,
+    recent_evaluation_set=None,
 ) -> TrainingRun:
     """Record a queued run on this manifest; refuse while another run is queued or running.
 
@@ -64,6 +65,7 @@ def training_run_create(
                 manifest_size=len(entries),
                 class_counts=class_counts(entries),
                 retry_of=retry_of,
+                recent_evaluation_set=recent_evaluation_set,
             )
             if enqueue:
                 training_run_enqueue(run.pk)
@@ -84,6 +86,7 @@ def training_run_retry(*, run: TrainingRun, requested_by=None, enqueue: bool = T
         requested_by=requested_by,
         enqueue=enqueue,
         retry_of=run,
+        recent_evaluation_set=run.recent_evaluation_set,
     )
 
 
@@ -234,7 +237,7 @@ def _evaluate(candidate: ModelVersion, trained: TrainedClassifier, tracker) -> N
 def _gate(run: TrainingRun, candidate: ModelVersion) -> None:
     """The run succeeds whatever the gate decides: the candidate stays registered."""
     try:
-        log = model_version_promote(model_version=candidate)
+        log = model_version_promote(model_version=candidate, recent_set=run.recent_evaluation_set)
         logger.info("Training run %s: candidate %s %s", run.pk, candidate.label, log.decision)
     except PromotionRefused as refusal:
         logger.info("Training run %s: %s not promoted: %s", run.pk, candidate.label, refusal)

@@ -22,7 +22,14 @@ def previous_serving_version(model_version: ModelVersion) -> ModelVersion | None
 
 
 def current_evaluation_set() -> EvaluationSet | None:
-    return EvaluationSet.objects.first()
+    """The original evaluation set's current version."""
+    return (
+        EvaluationSet.objects.filter(kind=EvaluationSet.Kind.ORIGINAL).order_by("-version").first()
+    )
+
+
+def latest_recent_evaluation_set() -> EvaluationSet | None:
+    return EvaluationSet.objects.filter(kind=EvaluationSet.Kind.RECENT).order_by("-version").first()
 
 
 def evaluation_set_entries(evaluation_set: EvaluationSet) -> list[LabelledImage]:

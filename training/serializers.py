@@ -1,10 +1,27 @@
 from rest_framework import serializers
 
 from ml_core.training import MODES
-from training.models import ModelVersion, PromotionLog, TrainingRun
+from training.models import ModelEvaluation, ModelVersion, PromotionLog, TrainingRun
+
+
+class ModelEvaluationSerializer(serializers.ModelSerializer):
+    kind = serializers.CharField(source="evaluation_set.kind")
+    evaluation_set = serializers.IntegerField(source="evaluation_set.version")
+    size = serializers.IntegerField(source="evaluation_set.size")
+
+    class Meta:
+        model = ModelEvaluation
+        fields = ["kind", "evaluation_set", "size", "report", "created"]
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
+    evaluations = ModelEvaluationSerializer(
+        many=True,
+        read_only=True,
+        help_text="Its report on each evaluation set it was judged on: the original set and "
+        "the recent blocks of confirmed labels.",
+    )
+
     class Meta:
         model = ModelVersion
         fields = [
@@ -19,6 +36,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "description",
             "mlflow_run_id",
             "mlflow_version",
+            "evaluations",
             "created",
         ]
 
@@ -69,6 +87,11 @@ class PromotionLogSerializer(serializers.ModelSerializer):
 class TrainingRunSerializer(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
     mlflow_version = serializers.CharField(source="model_version.mlflow_version", allow_null=True)
+    recent_evaluation_set = serializers.IntegerField(
+        source="recent_evaluation_set.version",
+        allow_null=True,
+        help_text="The recent evaluation set held out of this run to judge its candidate.",
+    )
     url = serializers.HyperlinkedIdentityField(view_name="trainingrun-detail")
 
     class Meta:
@@ -91,6 +114,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "model_version",
             "mlflow_version",
             "error",
+            "recent_evaluation_set",
             "retry_of",
             "created",
             "started",

@@ -13,12 +13,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from ml_core.datasets import LabelledImage, class_counts, manifest_digest
+from ml_core.decision import NEGATIVE_CLASS
 from ml_core.training import TrainedClassifier
 from training import files, tracking
 from training.models import EvaluationSet, ModelEvaluation, ModelVersion, PromotionLog
 from training.selectors import (
     current_evaluation_set,
     evaluation_set_entries,
+    latest_recent_evaluation_set,
     previous_serving_version,
     serving_model_version,
 )
@@ -211,10 +213,34 @@ def evaluation_set_extend(
     )  # fmt: skip
 
 
-def _evaluation_set_create(entries, *, source, actor, version) -> EvaluationSet:
+def recent_evaluation_set_freeze(*, entries: list[LabelledImage], source: str) -> EvaluationSet:
+    """Freeze the newest block of labels as a recent evaluation set (the same block again is
+    the same set)."""
+    digest = manifest_digest(entries)
+    recent = EvaluationSet.objects.filter(kind=EvaluationSet.Kind.RECENT)
+    for _ in range(3):  # concurrent requests: the loser of a version race tries the next one
+        existing = recent.filter(digest=digest).first()
+        if existing is not None:
+            return existing
+        latest = recent.aggregate(Max("version"))["version__max"] or 0
+        try:
+            with transaction.atomic():
+                return _evaluation_set_create(
+                    entries, source=source, actor=None, version=latest + 1,
+                    kind=EvaluationSet.Kind.RECENT,
+                )  # fmt: skip
+        except IntegrityError:
+            continue
+    raise RuntimeError("Could not freeze the recent evaluation set; try again.")
+
+
+def _evaluation_set_create(
+    entries, *, source, actor, version, kind=EvaluationSet.Kind.ORIGINAL
+) -> EvaluationSet:
     if not entries:
         raise ValueError("An evaluation set needs at least one labelled image.")
     return EvaluationSet.objects.create(
+        kind=kind,
         version=version,
         entries=[vars(entry) for entry in entries],
         digest=manifest_digest(entries),
@@ -250,6 +276,7 @@ def model_version_evaluate(
         model_version.classes,
         model_version.preprocessing_config,
         model_version.threshold,
+        feature_cache_dir=settings.KIDNEY_FEATURE_CACHE_DIR,
     )
     ModelEvaluation.objects.get_or_create(
         model_version=model_version, evaluation_set=evaluation_set, defaults={"report": report}
@@ -257,10 +284,16 @@ def model_version_evaluate(
     return report
 
 
-def promotion_gate(*, candidate: ModelVersion, serving: ModelVersion | None) -> dict:
-    """Both versions on the frozen evaluation set: the candidate passes when its sensitivity
-    is at least the floor, its AUC at least the minimum, and its AUC not worse than the
-    serving version's by more than the margin."""
+def promotion_gate(
+    *,
+    candidate: ModelVersion,
+    serving: ModelVersion | None,
+    recent_set: EvaluationSet | None = None,
+) -> dict:
+    """Both versions on the original evaluation set and, where it can judge, on the recent
+    one. The candidate passes when, on each set, its sensitivity is at least the floor and its
+    AUC not worse than the serving version's by more than the margin, and its AUC on the
+    original set is at least the minimum."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
@@ -269,40 +302,95 @@ def promotion_gate(*, candidate: ModelVersion, serving: ModelVersion | None) -> 
     candidate_report = model_version_evaluate(
         model_version=candidate, evaluation_set=evaluation_set
     )
-    serving_report = (
-        model_version_evaluate(model_version=serving, evaluation_set=evaluation_set)
-        if serving is not None and serving.pk != candidate.pk
-        else None
-    )
-    floor = settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR
-    margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
+    serving_report = _serving_report(serving, candidate, evaluation_set)
     minimum_auc = settings.KIDNEY_PROMOTION_MIN_AUC
-    sensitivity = candidate_report["sensitivity"] or 0.0
     candidate_auc = candidate_report["auc"] or 0.0
     checks = {
-        "sensitivity_floor": {
-            "value": sensitivity, "floor": floor, "passed": sensitivity >= floor,
-        },
+        **_sensitivity_and_margin(candidate_report, serving_report, prefix=""),
         # A model that calls everything abnormal has perfect sensitivity: the AUC must show
         # that it separates the classes at all.
         "minimum_auc": {
             "value": candidate_auc, "minimum": minimum_auc, "passed": candidate_auc >= minimum_auc,
         },
     }  # fmt: skip
+    sets = {"original": _set_summary(evaluation_set)}
+    candidate_side = _gate_side(candidate, candidate_report)
+    serving_side = _gate_side(serving, serving_report) if serving_report else None
+    if recent_set is not None:
+        reason = _why_recent_cannot_judge(recent_set, candidate)
+        sets["recent"] = {**_set_summary(recent_set), "judged": not reason, "reason": reason}
+        if not reason:
+            recent_report = model_version_evaluate(
+                model_version=candidate, evaluation_set=recent_set
+            )
+            serving_recent = _serving_report(serving, candidate, recent_set)
+            checks.update(_sensitivity_and_margin(recent_report, serving_recent, prefix="recent_"))
+            candidate_side["recent_report"] = recent_report
+            if serving_side is not None:
+                serving_side["recent_report"] = serving_recent
+    return {
+        "passed": all(check["passed"] for check in checks.values()),
+        "checks": checks,
+        "evaluation_set": evaluation_set.version,
+        "evaluation_sets": sets,
+        "candidate": candidate_side,
+        "serving": serving_side,
+    }
+
+
+def _serving_report(serving, candidate, evaluation_set) -> dict | None:
+    if serving is None or serving.pk == candidate.pk:
+        return None
+    return model_version_evaluate(model_version=serving, evaluation_set=evaluation_set)
+
+
+def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix: str) -> dict:
+    floor = settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR
+    margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
+    sensitivity = report["sensitivity"] or 0.0
+    checks = {
+        f"{prefix}sensitivity_floor": {
+            "value": sensitivity, "floor": floor, "passed": sensitivity >= floor,
+        }
+    }  # fmt: skip
     if serving_report is not None:
-        serving_auc = serving_report["auc"] or 0.0
-        checks["auc_margin"] = {
+        candidate_auc, serving_auc = report["auc"] or 0.0, serving_report["auc"] or 0.0
+        checks[f"{prefix}auc_margin"] = {
             "candidate": candidate_auc,
             "serving": serving_auc,
             "margin": margin,
             "passed": candidate_auc >= serving_auc - margin,
         }
+    return checks
+
+
+def _why_recent_cannot_judge(recent_set: EvaluationSet, candidate: ModelVersion) -> str:
+    """Empty when the recent set can judge the candidate: enough images of each class, and
+    none of them trained on."""
+    minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+    counts = recent_set.class_counts
+    negatives = counts.get(NEGATIVE_CLASS, 0)
+    positives = sum(n for label, n in counts.items() if label != NEGATIVE_CLASS)
+    if min(negatives, positives) < minimum:
+        return (
+            f"not enough to judge: {negatives} normal and {positives} abnormal images, fewer "
+            f"than {minimum} of either (KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS)"
+        )
+    run = getattr(candidate, "training_run", None)
+    if run is not None:
+        trained_on = {entry.sha256 for entry in files.manifest_load(run.manifest_digest)}
+        judged_by = {entry.sha256 for entry in evaluation_set_entries(recent_set)}
+        if trained_on & judged_by:
+            return "the candidate was trained on some of these images"
+    return ""
+
+
+def _set_summary(evaluation_set: EvaluationSet) -> dict:
     return {
-        "passed": all(check["passed"] for check in checks.values()),
-        "checks": checks,
-        "evaluation_set": evaluation_set.version,
-        "candidate": _gate_side(candidate, candidate_report),
-        "serving": _gate_side(serving, serving_report) if serving_report else None,
+        "version": evaluation_set.version,
+        "size": evaluation_set.size,
+        "class_counts": evaluation_set.class_counts,
+        "digest": evaluation_set.digest,
     }
 
 
@@ -315,14 +403,20 @@ def _gate_side(model_version: ModelVersion, report: dict) -> dict:
 
 
 def model_version_promote(
-    *, model_version: ModelVersion, actor=None, override_reason: str = ""
+    *,
+    model_version: ModelVersion,
+    actor=None,
+    override_reason: str = "",
+    recent_set: EvaluationSet | None = None,
 ) -> PromotionLog:
-    """Serve this version if it passes the gate (or an override with a reason); log it."""
+    """Serve this version if it passes the gate (or an override with a reason); log it. The
+    recent set is the given one (a training run's), else the newest."""
     return _gated_change(
         target=model_version,
         action=PromotionLog.Action.PROMOTE,
         actor=actor,
         override_reason=override_reason,
+        recent_set=recent_set,
     )
 
 
@@ -340,14 +434,19 @@ def model_version_rollback(
         action=PromotionLog.Action.ROLLBACK,
         actor=actor,
         override_reason=override_reason,
+        recent_set=None,
     )
 
 
-def _gated_change(*, target, action, actor, override_reason) -> PromotionLog:
+def _gated_change(*, target, action, actor, override_reason, recent_set) -> PromotionLog:
     serving = serving_model_version()
     if serving is not None and serving.pk == target.pk:
         raise PromotionRefused(f"v{target.version} already serves.")
-    gate = promotion_gate(candidate=target, serving=serving)
+    gate = promotion_gate(
+        candidate=target,
+        serving=serving,
+        recent_set=recent_set or latest_recent_evaluation_set(),
+    )
     if gate["passed"]:
         decision = PromotionLog.Decision.PROMOTED
     elif override_reason.strip():

@@ -20,7 +20,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """Model versions, newest first, with their threshold and metrics. ML engineers promote a
     version or roll the serving one back, through the promotion gate."""
 
-    queryset = ModelVersion.objects.all()
+    queryset = ModelVersion.objects.prefetch_related("evaluations__evaluation_set")
     serializer_class = ModelVersionSerializer
     permission_classes = [allow(read=tuple(Role))]
 

@@ -1,0 +1,141 @@
+"""Gating on recent studies: the newest block of confirmed labels is held out of a retraining
+run and judges its candidate against the serving version, next to the original set."""
+
+import pytest
+
+from ml_core.datasets import LabelledImage
+from retraining.services import training_run_request
+from scans.models import Scan
+from tests.factories import make_scan
+from tests.images import phantom_png
+from training.files import manifest_load
+from training.models import EvaluationSet, ModelEvaluation, ModelVersion, TrainingRun
+from training.services import evaluation_set_freeze, recent_evaluation_set_freeze
+
+
+def report(auc: float, sensitivity: float) -> dict:
+    return {"auc": auc, "sensitivity": sensitivity, "specificity": 0.8, "threshold": 0.5}
+
+
+def entries(prefix: str, per_class: int) -> list[LabelledImage]:
+    return [
+        LabelledImage(f"storage:{prefix}{label}{i}.png", label, i, sha256=f"{prefix}{label}{i}")
+        for label in ("normal", "stone")
+        for i in range(per_class)
+    ]
+
+
+@pytest.fixture
+def versions(db, tiny_model_artifact, settings):
+    """A serving version and two candidates, with their reports on an original and a recent
+    set stored (as the gate stores what it computed): the gate decides from them."""
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 20
+    original = evaluation_set_freeze(entries=entries("o", 30), source="test")
+    recent = recent_evaluation_set_freeze(entries=entries("r", 25), source="newest labels")
+    serving, adapted, unadapted = (
+        ModelVersion.objects.create(version=number, status=status, **tiny_model_artifact)
+        for number, status in ((1, "serving"), (2, "candidate"), (3, "candidate"))
+    )
+    stored = {
+        (serving, original): report(0.90, 0.96),
+        (serving, recent): report(0.70, 0.95),
+        # Better on recent studies, no worse on the original set.
+        (adapted, original): report(0.895, 0.96),
+        (adapted, recent): report(0.85, 0.97),
+        # Better on the original set, worse on recent studies.
+        (unadapted, original): report(0.93, 0.98),
+        (unadapted, recent): report(0.62, 0.96),
+    }
+    for (model_version, evaluation_set), values in stored.items():
+        ModelEvaluation.objects.create(
+            model_version=model_version, evaluation_set=evaluation_set, report=values
+        )
+    return serving, adapted, unadapted, original, recent
+
+
+def test_better_on_recent_studies_and_no_worse_on_the_original_set_is_promoted(
+    client_for, versions
+):
+    _, adapted, _, original, recent = versions
+
+    response = client_for("ml_engineer").post(f"/api/models/{adapted.pk}/promote/")
+
+    assert response.status_code == 200, response.json()
+    gate = response.json()["gate"]
+    assert gate["passed"] is True
+    assert gate["checks"]["recent_auc_margin"] == {
+        "candidate": 0.85, "serving": 0.70, "margin": 0.01, "passed": True,
+    }  # fmt: skip
+    assert gate["evaluation_sets"]["original"]["version"] == original.version
+    assert gate["evaluation_sets"]["recent"]["version"] == recent.version
+    assert gate["evaluation_sets"]["recent"]["judged"] is True
+    assert gate["candidate"]["recent_report"]["auc"] == 0.85
+
+
+def test_worse_on_recent_studies_is_rejected_however_good_on_the_original_set(client_for, versions):
+    serving, _, unadapted, _, _ = versions
+
+    response = client_for("ml_engineer").post(f"/api/models/{unadapted.pk}/promote/")
+
+    assert response.status_code == 409
+    checks = response.json()["gate"]["checks"]
+    assert checks["auc_margin"]["passed"] is True  # better on the original set ...
+    assert checks["recent_auc_margin"]["passed"] is False  # ... worse where it matters now
+    serving.refresh_from_db()
+    assert serving.status == ModelVersion.Status.SERVING
+
+
+def test_the_sensitivity_floor_applies_on_recent_studies_too(client_for, versions, settings):
+    _, adapted, _, _, _ = versions
+    settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR = 0.975  # adapted: 0.97 on recent studies
+
+    response = client_for("ml_engineer").post(f"/api/models/{adapted.pk}/promote/")
+
+    assert response.status_code == 409
+    assert response.json()["gate"]["checks"]["recent_sensitivity_floor"]["passed"] is False
+
+
+def test_a_recent_set_too_small_to_judge_is_recorded_and_left_out(client_for, versions, settings):
+    _, adapted, _, _, _ = versions
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 26
+
+    response = client_for("ml_engineer").post(f"/api/models/{adapted.pk}/promote/")
+
+    gate = response.json()["gate"]
+    assert gate["evaluation_sets"]["recent"]["judged"] is False
+    assert "not enough to judge" in gate["evaluation_sets"]["recent"]["reason"]
+    assert not any(name.startswith("recent_") for name in gate["checks"])
+
+
+@pytest.mark.django_db
+def test_retraining_holds_the_newest_labels_out_and_never_trains_on_what_judges_it(
+    client_for, serving_model, settings
+):
+    from django.utils import timezone
+
+    settings.KIDNEY_SPLIT_GAP = 2
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
+    user = client_for("radiologist").user
+    for index in range(120):
+        make_scan(
+            user,
+            image=phantom_png(size=32, with_stone=bool(index % 2), seed=index),
+            status=Scan.Status.IMPORTED,
+            confirmed_label="stone" if index % 2 else "normal",
+            confirmed_at=timezone.now(),
+        )
+
+    run = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+
+    original = EvaluationSet.objects.get(kind="original")
+    recent = run.recent_evaluation_set
+    assert recent.kind == "recent"
+    assert recent.class_counts == {"normal": 10, "stone": 10}  # 20% of the 48 + 48 left
+    trained_on = {entry.sha256 for entry in manifest_load(run.manifest_digest)}
+    judged_by = {entry["sha256"] for entry in original.entries + recent.entries}
+    assert not trained_on & judged_by
+    assert run.manifest_size == 120 - 24 - 20 - 2 * 2  # less both sets and the gap
+    again = recent_evaluation_set_freeze(
+        entries=[LabelledImage(**values) for values in recent.entries], source="the same block"
+    )
+    assert again == recent  # the same block is the same set
