@@ -182,6 +182,7 @@ def clone(args, work: Path, mode: str) -> dict:
         KIDNEY_UPLOAD_RATE="100000/minute",
         KIDNEY_GRADCAM="on_request",
         KIDNEY_RETRAIN_MIN_NEW_LABELS=str(args.retrain_every),
+        KIDNEY_RETRAIN_PARAMETERS=args.retrain_parameters,
     )
 
 
@@ -362,6 +363,7 @@ def summary(outcome: Replay) -> dict:
         "overall": score(outcome.scored),
         "last_quarter": score(last_quarter),
         "training_runs": len(outcome.training_runs),
+        "failed_training_runs": sum(run["status"] == "failed" for run in outcome.training_runs),
         "promotions": outcome.promotions,
         "rejections": outcome.rejections,
     }
@@ -398,6 +400,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=200)
     parser.add_argument("--review-budget", type=float, default=1.0)
     parser.add_argument("--retrain-every", type=int, default=200, help="New labels per run.")
+    parser.add_argument(
+        "--retrain-parameters",
+        default="",
+        help="Retraining recipe overrides as JSON (KIDNEY_RETRAIN_PARAMETERS), e.g. "
+        '\'{"mode": "finetune", "learning_rate": 0.0001}\'.',
+    )
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--frozen", action="store_true", help="Retraining off (the baseline).")
     modes.add_argument("--compare", action="store_true", help="Retraining, then frozen.")
@@ -433,7 +441,8 @@ def main() -> None:
         result = results[mode]
         print(
             f"{mode}: overall {json.dumps(result['overall'])}; last quarter "
-            f"{json.dumps(result['last_quarter'])}; {result['training_runs']} training runs, "
+            f"{json.dumps(result['last_quarter'])}; {result['training_runs']} training runs "
+            f"({result['failed_training_runs']} failed), "
             f"{result['promotions']} promotions, {result['rejections']} rejections",
             flush=True,
         )

@@ -303,6 +303,9 @@ KIDNEY_VALIDATION_FRACTION = float(env("KIDNEY_VALIDATION_FRACTION", "0.15"))
 KIDNEY_EVALUATION_FRACTION = float(env("KIDNEY_EVALUATION_FRACTION", "0.2"))
 KIDNEY_SPLIT_GAP = int(env("KIDNEY_SPLIT_GAP", "5"))
 KIDNEY_RETRAIN_MIN_NEW_LABELS = int(env("KIDNEY_RETRAIN_MIN_NEW_LABELS", "50"))
+# Overrides of the retraining recipe (ml_core.recipes.RETRAIN) as JSON, e.g.
+# {"mode": "finetune", "learning_rate": 1e-4, "epochs": 8}; checked when a run is requested.
+KIDNEY_RETRAIN_PARAMETERS = json.loads(env("KIDNEY_RETRAIN_PARAMETERS", "") or "{}")
 # Retraining on confirmed labels holds their newest block out (this fraction of each class, in
 # acquisition order, after KIDNEY_SPLIT_GAP): it judges the run's candidate against the
 # serving version, next to the original evaluation set, once it has this many images of

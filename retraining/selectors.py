@@ -42,12 +42,12 @@ def new_confirmed_labels_count() -> int:
 
 def label_training_parameters() -> dict:
     """Retraining on new labels: a new head on the serving model's base (ml_core.recipes
-    RETRAIN), with cached features, so that it costs little; from scratch (FROM_FOLDER) when
-    nothing serves yet."""
+    RETRAIN, with KIDNEY_RETRAIN_PARAMETERS over it), with cached features, so that it costs
+    little; from scratch (FROM_FOLDER) when nothing serves yet."""
     serving = serving_model_version()
     if serving is None:
         return {**FROM_FOLDER.to_dict(), "classes": list(settings.KIDNEY_CLASSES)}
-    parameters = RETRAIN.to_dict()
+    parameters = {**RETRAIN.to_dict(), **settings.KIDNEY_RETRAIN_PARAMETERS}
     parameters.update(
         classes=list(serving.classes),
         input_size=serving.input_size,

@@ -166,6 +166,14 @@ def _prepare(run: TrainingRun, tracker: tracking.TrainingTracker):
     train_entries, validation_entries = block_split(
         entries, fraction=settings.KIDNEY_VALIDATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
+    for name, part in (("training", train_entries), ("validation", validation_entries)):
+        if {entry.label for entry in part} != set(config.classes):
+            raise ValueError(
+                f"Too few labelled images: after the validation split (the last "
+                f"{settings.KIDNEY_VALIDATION_FRACTION:.0%} of each class, a gap of "
+                f"{settings.KIDNEY_SPLIT_GAP}) the {name} block has {class_counts(part)}; "
+                f"every class of {list(config.classes)} needs images there."
+            )
     initial_model = None
     warm_start = run.parameters.get("warm_start_from")
     if warm_start:
