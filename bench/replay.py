@@ -240,15 +240,19 @@ class Client:
         return self.sessions[role].post(f"{self.base}{path}", timeout=120, **options)
 
 
-def upload(client: Client, item: StreamItem) -> str:
+def upload(client: Client, item: StreamItem) -> str | None:
+    """The scan's id; None (and a line saying why) for a file the service refuses."""
     for _ in range(10):  # a throttled or briefly unavailable server is asked again
         response = client.post(
-            "clinician", "/api/scans/", files={"file": (item.path.name, item.path.read_bytes())}
+            "clinician", "/api/scans/", files={"file": ("upload", item.path.read_bytes())}
         )
         if response.status_code in (200, 202):
             return response.json()["id"]
+        if response.status_code in (400, 413, 415):
+            print(f"  refused {item.path.name}: {response.text[:200]}", flush=True)
+            return None
         time.sleep(1)
-    raise RuntimeError(f"{item.path}: upload refused: {response.status_code} {response.text}")
+    raise RuntimeError(f"{item.path}: upload failed: {response.status_code} {response.text}")
 
 
 def wait_for_inference(client: Client, timeout: float) -> None:
@@ -307,14 +311,24 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
         processes.beat()
         client = Client(f"http://127.0.0.1:{web_port}", tokens)
         reviewed_at: list[datetime] = []
+        seen: set[str] = set()
         for number, start in enumerate(range(0, len(stream), args.chunk), start=1):
             chunk = stream[start : start + args.chunk]
             # One at a time: upload order is the acquisition order the service records.
-            scan_ids = [upload(client, item) for item in chunk]
+            uploaded = []
+            for item in chunk:
+                scan_id = upload(client, item)
+                # A refused file, or the same bytes again (the same scan), is not scored.
+                if scan_id and scan_id not in seen:
+                    seen.add(scan_id)
+                    uploaded.append((scan_id, item))
             wait_for_inference(client, timeout=3600)
-            scored = []
-            for scan_id, item in zip(scan_ids, chunk, strict=True):
+            scored, scan_ids = [], []
+            for scan_id, item in uploaded:
                 prediction = client.get("clinician", f"/api/scans/{scan_id}/")["prediction"]
+                if prediction is None:  # the scan failed; its reason is in the API
+                    continue
+                scan_ids.append(scan_id)
                 scored.append(
                     Scored(
                         label=item.label,
@@ -324,8 +338,8 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
                     )
                 )
             outcome.scored += scored
-            truth = dict(zip(scan_ids, (item.label for item in chunk), strict=True))
-            budget = round(args.review_budget * len(chunk))
+            truth = {scan_id: item.label for scan_id, item in uploaded}
+            budget = round(args.review_budget * len(scan_ids))
             for scan_id in queue_order(client, set(scan_ids))[:budget]:
                 scan = client.get("radiologist", f"/api/scans/{scan_id}/")
                 reviewed = client.post(
