@@ -176,7 +176,7 @@ def clone(args, work: Path, mode: str) -> dict:
     data_dir = work / mode
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.copytree(work / "base", data_dir, ignore=shutil.ignore_patterns("broker", "logs"))
-    return isolated_environment(
+    environment = isolated_environment(
         str(data_dir),
         DATABASE_URL=database_url(args.database_url, name),
         KIDNEY_UPLOAD_RATE="100000/minute",
@@ -184,6 +184,9 @@ def clone(args, work: Path, mode: str) -> dict:
         KIDNEY_RETRAIN_MIN_NEW_LABELS=str(args.retrain_every),
         KIDNEY_RETRAIN_PARAMETERS=args.retrain_parameters,
     )
+    # A base prepared by an earlier version of the code catches up with its migrations.
+    manage(environment, "migrate", "--noinput")
+    return environment
 
 
 def schedule_retraining(environment: dict, *, enabled: bool) -> None:
