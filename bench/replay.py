@@ -136,10 +136,16 @@ def prepare_initial(args, work: Path) -> dict:
     manage(environment, "migrate", "--noinput")
     print(f"Training the initial model on {args.initial} (the default `train`) ...", flush=True)
     started = time.perf_counter()
+    if args.initial_as_labels:
+        # Confirmed labels from the start, as a hospital that imports its data set has: every
+        # retraining run then trains on them too, with the stream's new labels.
+        manage(environment, "import_dataset", str(args.initial), "--classes", args.classes)
+        source = ["--from-labels"]
+    else:
+        source = ["--data", str(args.initial)]
     output = manage(
-        environment, "train", "--data", str(args.initial), "--classes", args.classes,
-        *args.initial_args.split(),
-    )  # fmt: skip
+        environment, "train", *source, "--classes", args.classes, *args.initial_args.split()
+    )
     print(output.strip(), flush=True)
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
     tokens = {
@@ -429,6 +435,12 @@ def main() -> None:
     parser.add_argument("--classes", default="normal,stone")
     parser.add_argument(
         "--initial-args", default="", help="Extra `train` options for the initial model."
+    )
+    parser.add_argument(
+        "--initial-as-labels",
+        action="store_true",
+        help="Import --initial as confirmed labels and train on them (`train --from-labels`), "
+        "so retraining runs train on them too; else `train --data`.",
     )
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "bench" / "results" / "replay")
     parser.add_argument(

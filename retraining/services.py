@@ -12,7 +12,11 @@ from retraining.selectors import (
 )
 from training.models import TrainingRun
 from training.runs import training_run_create
-from training.selectors import active_training_run, evaluation_set_entries
+from training.selectors import (
+    active_training_run,
+    evaluation_set_entries,
+    serving_model_version,
+)
 from training.services import evaluation_set_freeze, recent_evaluation_set_freeze
 
 
@@ -36,7 +40,8 @@ def training_run_request(
         requested_by=requested_by,
         enqueue=enqueue,
         train_on_last_block=True,
-        hold_out_recent=True,
+        # A recent block judges a candidate against the version it would replace.
+        hold_out_recent=serving_model_version() is not None,
     )
 
 
