@@ -403,7 +403,8 @@ def learning_curve_png(results: dict, path: Path) -> None:
         chunks = [row["chunk"] for row in result["chunks"]]
         for axis, metric in zip(axes, ("auc", "sensitivity"), strict=True):
             values = [np.nan if row[metric] is None else row[metric] for row in result["chunks"]]
-            axis.plot(chunks, values, marker="o", label=mode)
+            dashed = {"linestyle": "--", "marker": "s"} if mode == "frozen" else {"marker": "o"}
+            axis.plot(chunks, values, label=mode, **dashed)
     for axis, metric in zip(axes, ("prospective ROC AUC", "sensitivity"), strict=True):
         axis.set_xlabel("chunk (acquisition order)")
         axis.set_ylabel(metric)
