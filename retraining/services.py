@@ -10,6 +10,7 @@ from retraining.selectors import (
     label_training_parameters,
     new_confirmed_labels_count,
 )
+from training.evaluation import evaluation_set_freeze, recent_evaluation_set_freeze
 from training.models import TrainingRun
 from training.runs import training_run_create
 from training.selectors import (
@@ -17,7 +18,6 @@ from training.selectors import (
     evaluation_set_entries,
     serving_model_version,
 )
-from training.services import evaluation_set_freeze, recent_evaluation_set_freeze
 
 
 def training_run_request(

@@ -8,9 +8,9 @@ from retraining.services import training_run_request
 from scans.models import Scan
 from tests.factories import make_scan
 from tests.images import phantom_png
+from training.evaluation import evaluation_set_freeze, recent_evaluation_set_freeze
 from training.files import manifest_load
 from training.models import EvaluationSet, ModelEvaluation, ModelVersion, TrainingRun
-from training.services import evaluation_set_freeze, recent_evaluation_set_freeze
 
 
 def report(auc: float, sensitivity: float) -> dict:

@@ -136,7 +136,7 @@ def register(model, threshold: float) -> ModelVersion:
 def good_and_bad_versions(db, phantom_folder, settings):
     """A phantom-trained version and an untrained one, with an evaluation set frozen."""
     from ml_core.datasets import block_split, folder_manifest
-    from training.services import evaluation_set_freeze
+    from training.evaluation import evaluation_set_freeze
 
     settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR = 0.6
     settings.KIDNEY_PROMOTION_MIN_AUC = 0.6

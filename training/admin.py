@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from accounts.roles import Role, user_has_role
 from training import services
+from training.evaluation import PromotionRefused
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
 
 
@@ -37,7 +38,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return
         try:
             log = services.model_version_promote(model_version=queryset.get(), actor=request.user)
-        except services.PromotionRefused as refusal:
+        except PromotionRefused as refusal:
             self.message_user(request, str(refusal), messages.ERROR)
             return
         level = messages.ERROR if log.decision == "rejected" else messages.SUCCESS

@@ -16,12 +16,11 @@ from ml_core.datasets import LabelledImage, block_split, class_counts
 from ml_core.training import BatchCallback, EpochCallback, TrainedClassifier, TrainingConfig
 from training import files, tracking
 from training.dispatch import training_run_enqueue
+from training.evaluation import PromotionRefused, model_version_evaluate
 from training.models import ModelVersion, TrainingRun
 from training.selectors import current_evaluation_set, training_config_from_parameters
 from training.services import (
-    PromotionRefused,
     model_version_discard,
-    model_version_evaluate,
     model_version_promote,
     model_version_register,
 )

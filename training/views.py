@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from accounts.permissions import allow
 from accounts.roles import Role
 from training import services
+from training.evaluation import PromotionRefused
 from training.models import ModelVersion, PromotionLog
 from training.serializers import (
     ModelVersionSerializer,
@@ -43,7 +44,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
                 actor=request.user,
                 override_reason=body.validated_data["override_reason"],
             )
-        except services.PromotionRefused as refusal:
+        except PromotionRefused as refusal:
             return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
         refused = log.decision == PromotionLog.Decision.REJECTED
         return Response(

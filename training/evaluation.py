@@ -1,0 +1,242 @@
+"""Evaluation sets (the original one and the recent blocks), a version's report on each
+(computed once), and the promotion gate that compares a candidate with the serving version on
+them."""
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from ml_core.datasets import LabelledImage, class_counts, manifest_digest
+from ml_core.decision import NEGATIVE_CLASS
+from training import files
+from training.models import EvaluationSet, ModelEvaluation, ModelVersion
+from training.selectors import current_evaluation_set, evaluation_set_entries
+
+
+class PromotionRefused(Exception):
+    def __init__(self, message: str, log=None):
+        super().__init__(message)
+        self.log = log
+
+
+# The frozen evaluation set -----------------------------------------------------------------
+
+
+def evaluation_set_freeze(
+    *, entries: list[LabelledImage], source: str, actor=None
+) -> EvaluationSet:
+    """Freeze the evaluation set from these images unless one is frozen already (by a
+    concurrent request too: the first one wins)."""
+    existing = current_evaluation_set()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return _evaluation_set_create(entries, source=source, actor=actor, version=1)
+    except IntegrityError:
+        return current_evaluation_set()
+
+
+def evaluation_set_extend(
+    *, entries: list[LabelledImage], source: str, actor=None
+) -> EvaluationSet:
+    """The explicit action that grows the evaluation set: a new version, current + new."""
+    existing = current_evaluation_set()
+    if existing is None:
+        return evaluation_set_freeze(entries=entries, source=source, actor=actor)
+    known = evaluation_set_entries(existing)
+    hashes = {entry.sha256 for entry in known}
+    added = [entry for entry in entries if entry.sha256 not in hashes]
+    return _evaluation_set_create(
+        known + added, source=f"{existing.source}; {source}", actor=actor,
+        version=existing.version + 1,
+    )  # fmt: skip
+
+
+def recent_evaluation_set_freeze(*, entries: list[LabelledImage], source: str) -> EvaluationSet:
+    """Freeze the newest block of labels as a recent evaluation set (the same block again is
+    the same set)."""
+    digest = manifest_digest(entries)
+    recent = EvaluationSet.objects.filter(kind=EvaluationSet.Kind.RECENT)
+    for _ in range(3):  # concurrent requests: the loser of a version race tries the next one
+        existing = recent.filter(digest=digest).first()
+        if existing is not None:
+            return existing
+        latest = recent.aggregate(Max("version"))["version__max"] or 0
+        try:
+            with transaction.atomic():
+                return _evaluation_set_create(
+                    entries, source=source, actor=None, version=latest + 1,
+                    kind=EvaluationSet.Kind.RECENT,
+                )  # fmt: skip
+        except IntegrityError:
+            continue
+    raise RuntimeError("Could not freeze the recent evaluation set; try again.")
+
+
+def _evaluation_set_create(
+    entries, *, source, actor, version, kind=EvaluationSet.Kind.ORIGINAL
+) -> EvaluationSet:
+    if not entries:
+        raise ValueError("An evaluation set needs at least one labelled image.")
+    return EvaluationSet.objects.create(
+        kind=kind,
+        version=version,
+        entries=[vars(entry) for entry in entries],
+        digest=manifest_digest(entries),
+        size=len(entries),
+        class_counts=class_counts(entries),
+        source=source[:200],
+        created_by=actor,
+    )
+
+
+# Evaluation and the promotion gate ---------------------------------------------------------
+
+
+def model_version_evaluate(
+    *, model_version: ModelVersion, evaluation_set: EvaluationSet, model=None
+) -> dict:
+    """The version's report on the evaluation set at its own threshold (computed once)."""
+    cached = ModelEvaluation.objects.filter(
+        model_version=model_version, evaluation_set=evaluation_set
+    ).first()
+    if cached is not None:
+        return cached.report
+    from ml_core.training import evaluate
+
+    if model is None:
+        model = files.model_load(model_version.artifact)
+    entries = [
+        e for e in evaluation_set_entries(evaluation_set) if e.label in model_version.classes
+    ]
+    report = evaluate(
+        model,
+        files.local_entries(entries),
+        model_version.classes,
+        model_version.preprocessing_config,
+        model_version.threshold,
+        feature_cache_dir=settings.KIDNEY_FEATURE_CACHE_DIR,
+    )
+    ModelEvaluation.objects.get_or_create(
+        model_version=model_version, evaluation_set=evaluation_set, defaults={"report": report}
+    )
+    return report
+
+
+def promotion_gate(
+    *,
+    candidate: ModelVersion,
+    serving: ModelVersion | None,
+    recent_set: EvaluationSet | None = None,
+) -> dict:
+    """Both versions on the original evaluation set and, where it can judge, on the recent
+    one. The candidate passes when, on each set, its sensitivity is at least the floor and its
+    AUC not worse than the serving version's by more than the margin, and its AUC on the
+    original set is at least the minimum."""
+    evaluation_set = current_evaluation_set()
+    if evaluation_set is None:
+        raise PromotionRefused(
+            "No evaluation set is frozen yet: train on confirmed labels or on a folder first."
+        )
+    candidate_report = model_version_evaluate(
+        model_version=candidate, evaluation_set=evaluation_set
+    )
+    serving_report = _serving_report(serving, candidate, evaluation_set)
+    minimum_auc = settings.KIDNEY_PROMOTION_MIN_AUC
+    candidate_auc = candidate_report["auc"] or 0.0
+    checks = {
+        **_sensitivity_and_margin(candidate_report, serving_report, prefix=""),
+        # A model that calls everything abnormal has perfect sensitivity: the AUC must show
+        # that it separates the classes at all.
+        "minimum_auc": {
+            "value": candidate_auc, "minimum": minimum_auc, "passed": candidate_auc >= minimum_auc,
+        },
+    }  # fmt: skip
+    sets = {"original": _set_summary(evaluation_set)}
+    candidate_side = _gate_side(candidate, candidate_report)
+    serving_side = _gate_side(serving, serving_report) if serving_report else None
+    if recent_set is not None:
+        reason = _why_recent_cannot_judge(recent_set, candidate)
+        sets["recent"] = {**_set_summary(recent_set), "judged": not reason, "reason": reason}
+        if not reason:
+            recent_report = model_version_evaluate(
+                model_version=candidate, evaluation_set=recent_set
+            )
+            serving_recent = _serving_report(serving, candidate, recent_set)
+            checks.update(_sensitivity_and_margin(recent_report, serving_recent, prefix="recent_"))
+            candidate_side["recent_report"] = recent_report
+            if serving_side is not None:
+                serving_side["recent_report"] = serving_recent
+    return {
+        "passed": all(check["passed"] for check in checks.values()),
+        "checks": checks,
+        "evaluation_set": evaluation_set.version,
+        "evaluation_sets": sets,
+        "candidate": candidate_side,
+        "serving": serving_side,
+    }
+
+
+def _serving_report(serving, candidate, evaluation_set) -> dict | None:
+    if serving is None or serving.pk == candidate.pk:
+        return None
+    return model_version_evaluate(model_version=serving, evaluation_set=evaluation_set)
+
+
+def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix: str) -> dict:
+    floor = settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR
+    margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
+    sensitivity = report["sensitivity"] or 0.0
+    checks = {
+        f"{prefix}sensitivity_floor": {
+            "value": sensitivity, "floor": floor, "passed": sensitivity >= floor,
+        }
+    }  # fmt: skip
+    if serving_report is not None:
+        candidate_auc, serving_auc = report["auc"] or 0.0, serving_report["auc"] or 0.0
+        checks[f"{prefix}auc_margin"] = {
+            "candidate": candidate_auc,
+            "serving": serving_auc,
+            "margin": margin,
+            "passed": candidate_auc >= serving_auc - margin,
+        }
+    return checks
+
+
+def _why_recent_cannot_judge(recent_set: EvaluationSet, candidate: ModelVersion) -> str:
+    """Empty when the recent set can judge the candidate: enough images of each class, and
+    none of them trained on."""
+    minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+    counts = recent_set.class_counts
+    negatives = counts.get(NEGATIVE_CLASS, 0)
+    positives = sum(n for label, n in counts.items() if label != NEGATIVE_CLASS)
+    if min(negatives, positives) < minimum:
+        return (
+            f"not enough to judge: {negatives} normal and {positives} abnormal images, fewer "
+            f"than {minimum} of either (KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS)"
+        )
+    run = getattr(candidate, "training_run", None)
+    if run is not None:
+        trained_on = {entry.sha256 for entry in files.manifest_load(run.manifest_digest)}
+        judged_by = {entry.sha256 for entry in evaluation_set_entries(recent_set)}
+        if trained_on & judged_by:
+            return "the candidate was trained on some of these images"
+    return ""
+
+
+def _set_summary(evaluation_set: EvaluationSet) -> dict:
+    return {
+        "version": evaluation_set.version,
+        "size": evaluation_set.size,
+        "class_counts": evaluation_set.class_counts,
+        "digest": evaluation_set.digest,
+    }
+
+
+def _gate_side(model_version: ModelVersion, report: dict) -> dict:
+    return {
+        "version": model_version.version,
+        "mlflow_version": model_version.mlflow_version,
+        "report": report,
+    }
