@@ -11,8 +11,9 @@ from ml_core.decision import abnormal_scores, roc_auc
 
 
 class AucEarlyStopping(keras.callbacks.Callback):
-    """Validation ROC AUC after each epoch; keeps the best weights; stops after `patience`
-    epochs without improvement or once `max_seconds` (0: none) have passed."""
+    """Validation ROC AUC after each epoch; keeps the best weights (the latest of tied ones);
+    stops after `patience` epochs that are worse than the best, or once `max_seconds` (0:
+    none) have passed."""
 
     def __init__(
         self,
@@ -44,7 +45,10 @@ class AucEarlyStopping(keras.callbacks.Callback):
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
         }
         self.history.append(row)
-        if auc > self.best_auc:
+        # A tie counts as progress and keeps the later weights: a validation block of slices
+        # next to the training data saturates at 1.0 within an epoch or two, and the best of
+        # the tied epochs is the one trained longest on the schedule.
+        if auc >= self.best_auc:
             self.best_auc, self.best_weights, self.stale = auc, self.model.get_weights(), 0
         else:
             self.stale += 1

@@ -153,10 +153,11 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
-    constant = np.array([[0.6, 0.4], [0.4, 0.6]])  # the same AUC after every epoch
+    right = np.array([[0.6, 0.4], [0.4, 0.6]])  # ROC AUC 1.0
+    wrong = right[::-1]  # ROC AUC 0.0
     epochs = []
     monitor = AucEarlyStopping(
-        lambda trained: constant,
+        lambda trained: right if not epochs else wrong,
         np.array([False, True]),
         ["normal", "stone"],
         patience=2,
@@ -172,6 +173,33 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
     assert epochs == [1, 2, 3]
     for restored, best in zip(model.get_weights(), first_epoch_weights, strict=True):
         np.testing.assert_array_equal(restored, best)
+
+
+def test_tied_epochs_keep_the_later_weights_and_do_not_stop_training():
+    import keras
+
+    from ml_core.callbacks import AucEarlyStopping
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    saturated = np.array([[0.6, 0.4], [0.4, 0.6]])  # ROC AUC 1.0 after every epoch
+    monitor = AucEarlyStopping(
+        lambda trained: saturated,
+        np.array([False, True]),
+        ["normal", "stone"],
+        patience=2,
+        max_seconds=0,
+        on_epoch_end=None,
+    )
+    data = np.random.default_rng(0).normal(size=(8, 3))
+
+    model.fit(data, np.arange(8) % 2, epochs=5, callbacks=[monitor], verbose=0)
+    last_epoch_weights = model.get_weights()
+    monitor.restore_best()
+
+    assert len(monitor.history) == 5
+    for restored, last in zip(model.get_weights(), last_epoch_weights, strict=True):
+        np.testing.assert_array_equal(restored, last)
 
 
 def test_training_stops_when_its_time_budget_is_spent(phantom_folder):
