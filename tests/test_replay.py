@@ -17,7 +17,17 @@ TINY_INITIAL = (
 )
 
 
-def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp_path):
+def drop_databases(url: str) -> None:
+    """The replay's base and its clone, which it leaves for a look."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as connection:
+        for database in (name, f"{name}_retraining"):
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp_path, request):
     write_phantom_folder(tmp_path / "initial", per_class=30, size=48, seed=1)
     write_phantom_folder(tmp_path / "stream", per_class=20, size=48, seed=2)
     # Names with spaces and parentheses (the phantoms'), and a file that is no image.
@@ -28,6 +38,7 @@ def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp
         f"kidney_replay_test_{os.getpid()}"
     )
     work = TEST_DATA_DIR / "replay"
+    request.addfinalizer(lambda: drop_databases(url))
 
     result = subprocess.run(
         [
