@@ -59,30 +59,25 @@ def label_training_parameters() -> dict:
     return parameters
 
 
-def model_version_agreement(model_version) -> dict:
-    """The version's predictions against the labels radiologists confirmed."""
-    pairs = Prediction.objects.filter(model_version=model_version).exclude(scan__confirmed_label="")
-    rows = list(pairs.values_list("scan__confirmed_label", "label"))
-    return label_agreement(
-        [confirmed for confirmed, _ in rows], [predicted for _, predicted in rows],
-        model_version.classes,
-    )  # fmt: skip
-
-
-def model_version_recent_agreement(model_version) -> dict:
-    """Drift, visible before any retraining: the version's predictions, as it made them, on
-    the newest scans radiologists confirmed (KIDNEY_RECENT_AGREEMENT_WINDOW of them)."""
-    window = settings.KIDNEY_RECENT_AGREEMENT_WINDOW
+def model_version_agreement(model_version, *, newest: int | None = None) -> dict:
+    """The version's predictions, as it made them, against the labels radiologists
+    confirmed: all of them, or the newest `newest` (drift shows there before any retraining).
+    """
     pairs = (
         Prediction.objects.filter(model_version=model_version)
         .exclude(scan__confirmed_label="")
-        .order_by("-scan__confirmed_at")[:window]
+        .order_by("-scan__confirmed_at")
     )
-    rows = list(pairs.values_list("scan__confirmed_label", "label", "abnormal_score"))
+    rows = list(pairs.values_list("scan__confirmed_label", "label", "abnormal_score")[:newest])
     confirmed = [row[0] for row in rows]
     figures = label_agreement(confirmed, [row[1] for row in rows], model_version.classes)
     auc = roc_auc(
         np.array([label != NEGATIVE_CLASS for label in confirmed], dtype=bool),
         np.array([row[2] for row in rows]),
     )
-    return {**figures, "auc": auc, "window": window}
+    return {**figures, "auc": auc}
+
+
+def model_version_recent_agreement(model_version) -> dict:
+    window = settings.KIDNEY_RECENT_AGREEMENT_WINDOW
+    return {**model_version_agreement(model_version, newest=window), "window": window}

@@ -3,14 +3,17 @@ first time it is needed, and never trained on."""
 
 from django.conf import settings
 
-from ml_core.datasets import LabelledImage, block_split
-from ml_core.decision import NEGATIVE_CLASS
+from ml_core.datasets import LabelledImage, block_split, class_counts
 from retraining.selectors import (
     confirmed_label_entries,
     label_training_parameters,
     new_confirmed_labels_count,
 )
-from training.evaluation import evaluation_set_freeze, recent_evaluation_set_freeze
+from training.evaluation import (
+    enough_to_judge,
+    evaluation_set_freeze,
+    recent_evaluation_set_freeze,
+)
 from training.models import TrainingRun
 from training.runs import training_run_create
 from training.selectors import (
@@ -76,7 +79,7 @@ def training_run_outside_evaluation_set(
             fraction=settings.KIDNEY_RECENT_EVALUATION_FRACTION,
             gap=settings.KIDNEY_SPLIT_GAP,
         )
-        if _can_judge(newest):
+        if enough_to_judge(class_counts(newest)):
             recent_set = recent_evaluation_set_freeze(
                 entries=newest, source=f"newest {len(newest)} of the {source}"
             )
@@ -90,12 +93,6 @@ def training_run_outside_evaluation_set(
         enqueue=enqueue,
         recent_evaluation_set=recent_set,
     )
-
-
-def _can_judge(entries: list[LabelledImage]) -> bool:
-    positives = sum(entry.label != NEGATIVE_CLASS for entry in entries)
-    minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
-    return min(positives, len(entries) - positives) >= minimum
 
 
 def retrain_if_enough_new_labels() -> TrainingRun | None:

@@ -3,8 +3,7 @@ from django.db.models.functions import Abs
 
 from accounts.roles import Role, user_has_role
 from accounts.services import user_organisation
-from ml_core.decision import label_agreement
-from scans.models import Prediction, Scan
+from scans.models import Scan
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
@@ -36,13 +35,3 @@ def review_queue() -> QuerySet[Scan]:
         .annotate(margin=Abs(F("prediction__abnormal_score") - F("prediction__threshold")))
         .order_by("margin", "created")
     )
-
-
-def model_version_agreement(model_version) -> dict:
-    """The version's predictions against the labels radiologists confirmed."""
-    pairs = Prediction.objects.filter(model_version=model_version).exclude(scan__confirmed_label="")
-    rows = list(pairs.values_list("scan__confirmed_label", "label"))
-    return label_agreement(
-        [confirmed for confirmed, _ in rows], [predicted for _, predicted in rows],
-        model_version.classes,
-    )  # fmt: skip

@@ -4,13 +4,11 @@ candidate is registered (nothing kept; the run is retried), MLflow down while se
 registry (the placeholder too, so rollbacks move `champion`), every label with a source,
 and media through a storage with no local path."""
 
-import io
 from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from mlflow.exceptions import MlflowException
 
@@ -18,6 +16,7 @@ from retraining.selectors import confirmed_label_entries
 from scans import inference
 from scans.models import ReviewEvent, Scan
 from scans.tasks import compute_heatmap
+from tests.commands import TINY_TRAINING, run
 from tests.conftest import wait_for
 from tests.factories import make_prediction, make_scan
 from tests.images import phantom_png, write_phantom_folder
@@ -27,17 +26,7 @@ from training.files import local_entries
 from training.models import ModelVersion, PromotionLog, TrainingRun
 from training.tasks import reconcile_champion, run_training
 
-TINY_TRAINING = [
-    "--mode", "head", "--epochs", "2", "--input-size", "32", "--batch-size", "16",
-    "--learning-rate", "0.001", "--no-augmentation",
-]  # fmt: skip
 TINY_BOOTSTRAP = ["--input-size", "32", "--samples", "64", "--epochs", "2"]
-
-
-def run(*arguments) -> str:
-    output = io.StringIO()
-    call_command(*arguments, stdout=output, stderr=io.StringIO())
-    return output.getvalue()
 
 
 @pytest.fixture(scope="module")

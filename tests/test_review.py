@@ -107,14 +107,18 @@ def test_the_queue_lists_unreviewed_predictions_most_uncertain_first(client_for,
     assert margins == sorted(margins)
 
 
-def test_agreement_per_model_version_counts_confirmed_labels(client_for, predicted, serving_model):
+def test_agreement_per_model_version_counts_confirmed_labels(
+    client_for, predicted, serving_model, settings
+):
+    settings.KIDNEY_RECENT_AGREEMENT_WINDOW = 2
     radiologist = client_for("radiologist")
     review(radiologist, predicted["far_yes"], "stone")  # model: stone -> agrees
     review(radiologist, predicted["near_yes"], "normal")  # model: stone -> false positive
     review(radiologist, predicted["far_no"], "normal")  # model: normal -> agrees
     review(radiologist, predicted["near_no"], "stone")  # model: normal -> missed stone
 
-    agreement = radiologist.get(f"/api/models/{serving_model.id}/").json()["agreement"]
+    detail = radiologist.get(f"/api/models/{serving_model.id}/").json()
+    agreement, recent = detail["agreement"], detail["recent_agreement"]
 
     assert agreement["n"] == 4
     assert agreement["sensitivity"] == 0.5
@@ -123,6 +127,11 @@ def test_agreement_per_model_version_counts_confirmed_labels(client_for, predict
         "classes": ["normal", "stone"],
         "rows": [[1, 1], [1, 1]],
     }
+    # The newest two confirmed: a normal called normal, and a stone called normal that the
+    # model still ranked above it.
+    assert (recent["n"], recent["window"]) == (2, 2)
+    assert recent["confusion_matrix"]["rows"] == [[1, 0], [1, 0]]
+    assert (recent["sensitivity"], recent["specificity"], recent["auc"]) == (0.0, 1.0, 1.0)
 
 
 SCAN = "00000000-0000-0000-0000-000000000001"

@@ -2,34 +2,22 @@
 promotion gate over REST, and the retrain trigger (in-process; the worker path is in
 test_training_worker.py)."""
 
-import io
 import json
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ml_core.classifier import build_classifier
 from ml_core.training import TrainedClassifier, train_on_phantoms
 from retraining.tasks import retrain_if_enough_new_labels
 from scans.models import Scan
+from tests.commands import TINY_TRAINING, run
 from tests.images import write_phantom_folder
 from training.files import manifest_load
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
 from training.runs import TrainingRunActive, training_run_create
 from training.services import model_version_register
 from training.tracking import CHALLENGER, REGISTERED_MODEL, TrainingTracker
-
-TINY_TRAINING = [
-    "--mode", "head", "--epochs", "3", "--input-size", "32", "--batch-size", "16",
-    "--learning-rate", "0.001", "--no-augmentation",
-]  # fmt: skip
-
-
-def run(*arguments) -> str:
-    output = io.StringIO()
-    call_command(*arguments, stdout=output, stderr=io.StringIO())
-    return output.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -204,17 +204,22 @@ def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix
     return checks
 
 
+def enough_to_judge(counts: dict[str, int]) -> bool:
+    """A recent block judges with at least KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS normal and
+    abnormal images."""
+    negatives = counts.get(NEGATIVE_CLASS, 0)
+    positives = sum(n for label, n in counts.items() if label != NEGATIVE_CLASS)
+    return min(negatives, positives) >= settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+
+
 def _why_recent_cannot_judge(recent_set: EvaluationSet, candidate: ModelVersion) -> str:
     """Empty when the recent set can judge the candidate: enough images of each class, and
     none of them trained on."""
-    minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
-    counts = recent_set.class_counts
-    negatives = counts.get(NEGATIVE_CLASS, 0)
-    positives = sum(n for label, n in counts.items() if label != NEGATIVE_CLASS)
-    if min(negatives, positives) < minimum:
+    if not enough_to_judge(recent_set.class_counts):
         return (
-            f"not enough to judge: {negatives} normal and {positives} abnormal images, fewer "
-            f"than {minimum} of either (KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS)"
+            f"not enough to judge: {recent_set.class_counts}, fewer than "
+            f"{settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS} normal or abnormal images "
+            "(KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS)"
         )
     run = getattr(candidate, "training_run", None)
     if run is not None:
