@@ -26,7 +26,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from bench.stack import isolated_environment, manage  # noqa: E402
 from ml_core.datasets import images_in_acquisition_order  # noqa: E402
-from ml_core.decision import NEGATIVE_CLASS, roc_auc  # noqa: E402
+from ml_core.decision import NEGATIVE_CLASS, binary_report, choose_threshold, roc_auc  # noqa: E402
 from tests.processes import Processes, free_port, wait_until  # noqa: E402
 
 USERS = {"clinician": "replay-clinician", "radiologist": "replay-radiologist",
@@ -83,10 +83,16 @@ def stream_in_acquisition_order(root: Path, classes: list[str]) -> list[StreamIt
     return [StreamItem(path, label) for _, label, path in sorted(keyed)]
 
 
+OPERATING_SENSITIVITY = 0.95
+
+
 def score(scored: list[Scored]) -> dict:
-    """n, ROC AUC, and sensitivity and specificity at the served thresholds."""
+    """n, ROC AUC, sensitivity and specificity at the served thresholds, and the specificity
+    the ranking allows at sensitivity >= 0.95 on this block (its ROC operating point: what
+    a threshold set on these very scans would give, so an upper bound for a served one)."""
     if not scored:
-        return {"n": 0, "auc": None, "sensitivity": None, "specificity": None}
+        return {"n": 0, "auc": None, "sensitivity": None, "specificity": None,
+                "specificity_at_sensitivity_95": None}  # fmt: skip
     positive = np.array([item.label != NEGATIVE_CLASS for item in scored])
     decided = np.array([item.decided_abnormal for item in scored])
     scores = np.array([item.abnormal_score for item in scored])
@@ -95,11 +101,16 @@ def score(scored: list[Scored]) -> dict:
     def ratio(hits: int, total: int) -> float | None:
         return round(hits / total, 4) if total else None
 
+    operating_specificity = None
+    if auc is not None:
+        threshold = choose_threshold(positive, scores, OPERATING_SENSITIVITY)
+        operating_specificity = round(binary_report(positive, scores, threshold)["specificity"], 4)
     return {
         "n": len(scored),
         "auc": round(auc, 4) if auc is not None else None,
         "sensitivity": ratio(int((decided & positive).sum()), int(positive.sum())),
         "specificity": ratio(int((~decided & ~positive).sum()), int((~positive).sum())),
+        "specificity_at_sensitivity_95": operating_specificity,
     }
 
 
@@ -463,10 +474,11 @@ def main() -> None:
     print(f"Stream: {len(stream)} images from {args.stream}, chunks of {args.chunk}", flush=True)
     wanted = ["retraining", "frozen"] if args.compare else []
     wanted = wanted or ["frozen" if args.frozen else "retraining"]
-    results = {}
+    results, outcomes = {}, {}
     for mode in wanted:
         started = time.perf_counter()
-        results[mode] = summary(replay(args, args.work, tokens, mode, stream))
+        outcomes[mode] = replay(args, args.work, tokens, mode, stream)
+        results[mode] = summary(outcomes[mode])
         results[mode]["seconds"] = round(time.perf_counter() - started)
         result = results[mode]
         print(
@@ -478,6 +490,10 @@ def main() -> None:
         )
     learning_curve_png(results, args.work / "learning-curve.png")
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    predictions = {
+        mode: [asdict(item) for item in outcome.scored] for mode, outcome in outcomes.items()
+    }
+    (args.work / "predictions.json").write_text(json.dumps(predictions))
     print(f"Learning curve: {args.work / 'learning-curve.png'}", flush=True)
     print(json.dumps({mode: without_seconds(result) for mode, result in results.items()}))
 
