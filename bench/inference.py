@@ -6,6 +6,8 @@
    prediction.
 3. The ratio service / raw at the same input size: the share of raw model speed the
    service delivers.
+4. The access audit's cost: the mean time of a scan record read over REST (which writes one
+   audit row) next to the time of writing that row alone, on the same database.
 
     .venv/bin/python bench/inference.py [--data ../shared/data/kidney-ct] [--uploads 64]
         [--database-url postgres://... --broker-url redis://...] [--gradcam on_request]
@@ -68,7 +70,32 @@ def upload_payloads(data_dir: str | None, count: int) -> list[bytes]:
     return payloads
 
 
-def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float]:
+AUDIT_SAMPLES = 200
+AUDIT_WRITE = f"""
+import time
+from django.contrib.auth import get_user_model
+from django.test import RequestFactory
+from audit.services import access_record
+request = RequestFactory().get("/api/scans/bench/")
+request.user = get_user_model().objects.get(username="bench")
+started = time.perf_counter()
+for _ in range({AUDIT_SAMPLES}):
+    access_record(request, kind="record", scan_ids=["00000000-0000-0000-0000-000000000000"])
+print(1000 * (time.perf_counter() - started) / {AUDIT_SAMPLES})
+"""
+
+
+def audit_overhead_ms(session, scan_url: str, environment: dict) -> tuple[float, float]:
+    """(mean ms of an audited record read over REST, mean ms of the audit write alone)."""
+    started = time.perf_counter()
+    for _ in range(AUDIT_SAMPLES):
+        session.get(scan_url).raise_for_status()
+    read_ms = 1000 * (time.perf_counter() - started) / AUDIT_SAMPLES
+    write_ms = float(manage(environment, "shell", "-c", AUDIT_WRITE).split()[-1])
+    return read_ms, write_ms
+
+
+def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float, tuple]:
     environment = isolated_environment(
         tempfile.mkdtemp(prefix="kidney-bench-"), KIDNEY_GRADCAM=args.gradcam
     )
@@ -123,10 +150,11 @@ def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float
 
         _wait(all_predicted, "all predictions", interval=0.1)
         elapsed = time.perf_counter() - started
+        audit = audit_overhead_ms(session, first["url"], environment)
     finally:
         stack.send_signal(signal.SIGINT)
         stack.wait(timeout=60)
-    return len(payloads) / elapsed, len(payloads) / uploaded
+    return len(payloads) / elapsed, len(payloads) / uploaded, audit
 
 
 def _wait(condition, what: str, *, timeout: float = 600, interval: float = 0.5) -> None:
@@ -164,7 +192,7 @@ def main() -> None:
 
     payloads = upload_payloads(args.data, args.uploads + 1)  # one to warm up
     backend = "PostgreSQL + Redis" if args.database_url else "embedded (SQLite + filesystem)"
-    service, upload_rate = service_images_per_second(args, payloads)
+    service, upload_rate, (read_ms, audit_ms) = service_images_per_second(args, payloads)
     source = "kidney-ct JPEGs" if args.data else "224 px phantom PNGs"
     print(
         f"service end to end, {args.uploads} uploads of {source}, model at "
@@ -174,6 +202,11 @@ def main() -> None:
     if args.service_size in raw:
         ratio = service / raw[args.service_size]
         print(f"ratio service / raw model at {args.service_size} px: {ratio:.2f}")
+    print(
+        f"access audit: a scan record read over REST {read_ms:.2f} ms (mean of "
+        f"{AUDIT_SAMPLES}), the audit row it writes {audit_ms:.2f} ms: "
+        f"{100 * audit_ms / read_ms:.1f} % of the read"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ all under KIDNEY_DATA_DIR. Production sets DATABASE_URL, CELERY_BROKER_URL and t
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -105,7 +106,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -114,6 +114,9 @@ INSTALLED_APPS = [
     "training",
     "scans",
     "retraining",
+    "audit",
+    # Last, as its documentation asks: it wraps the authentication backends.
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -126,6 +129,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a locked-out login attempt with 429 before any view sees it.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "kidneyproject.urls"
@@ -141,6 +151,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "kidneyproject.context_processors.session_idle",
             ],
         },
     },
@@ -174,6 +185,35 @@ USE_I18N = True
 USE_TZ = True
 
 LOGIN_URL = "/accounts/login/"
+# Access controls (docs/security.md). A session ends after this long without a request, and
+# when the browser closes; the review page warns a few minutes before.
+KIDNEY_SESSION_IDLE_MINUTES = float(env("KIDNEY_SESSION_IDLE_MINUTES", "30"))
+SESSION_COOKIE_AGE = max(1, round(KIDNEY_SESSION_IDLE_MINUTES * 60))
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# API tokens expire this many days after they are issued.
+KIDNEY_TOKEN_DAYS = int(env("KIDNEY_TOKEN_DAYS", "90"))
+# Behind this many reverse proxies that each append to X-Forwarded-For, the client's address
+# is that many entries from the right; 0: the connection's address (REMOTE_ADDR).
+KIDNEY_TRUSTED_PROXY_COUNT = int(env("KIDNEY_TRUSTED_PROXY_COUNT", "0"))
+# Password guessing (django-axes): after this many failures for one user name, or from one
+# client address, logins from there are refused (429) for the cool-off time; staff lift a
+# lockout early in the admin (Axes: access attempts) or with `manage.py axes_reset`.
+AXES_FAILURE_LIMIT = int(env("KIDNEY_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(env("KIDNEY_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = env_list("KIDNEY_LOGIN_LOCKOUT_BY", "username,ip_address")
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "kidneyproject.client.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# The log names the account and the address of each failure and lockout, so that whoever
+# watches it can act; the password is always masked.
+AXES_SENSITIVE_PARAMETERS = []
+# Failures are counted in the database, which every web process shares, on the embedded
+# default and in production alike (a per-process cache would let each process count apart).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Reads of scans, images, heatmaps and review trails are kept this long in the access audit.
+KIDNEY_AUDIT_RETENTION_DAYS = int(env("KIDNEY_AUDIT_RETENTION_DAYS", str(6 * 365)))
 LOGIN_REDIRECT_URL = "/review/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -196,7 +236,7 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from accounts.views import ApiTokenViewSet, session_status
 from kidneyproject.health import healthz
 from retraining.views import ModelVersionWithAgreementViewSet, TrainingRunViewSet
 from scans.pages import review_page
@@ -13,11 +14,13 @@ router = DefaultRouter()
 router.register("scans", ScanViewSet, basename="scan")
 router.register("models", ModelVersionWithAgreementViewSet, basename="modelversion")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
+router.register("tokens", ApiTokenViewSet, basename="apitoken")
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/review/", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("review/", review_page, name="review"),
+    path("accounts/session/", session_status, name="session-status"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/review-queue/", ReviewQueueView.as_view(), name="review-queue"),

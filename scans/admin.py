@@ -6,6 +6,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.roles import Role, user_has_role
+from audit.models import AccessEvent
+from audit.services import access_record
 from ml_core.images import intensity_png
 from scans import selectors, services
 from scans.images import stored_image
@@ -44,8 +46,30 @@ class ReviewEventInline(admin.TabularInline):
         return False
 
 
+class AuditedReadsAdmin(admin.ModelAdmin):
+    """Records in the access audit each scan record shown, in a list or on its own page."""
+
+    def scan_id_of(self, obj):
+        return obj.pk
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if response.status_code == 200 and changelist is not None and changelist.result_list:
+            scan_ids = [self.scan_id_of(obj) for obj in changelist.result_list]
+            access_record(request, kind=AccessEvent.Kind.LIST, scan_ids=scan_ids)
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        shown = getattr(response, "context_data", {}).get("original")
+        if response.status_code == 200 and shown is not None:
+            access_record(request, kind=AccessEvent.Kind.RECORD, scan_ids=[self.scan_id_of(shown)])
+        return response
+
+
 @admin.register(Scan)
-class ScanAdmin(admin.ModelAdmin):
+class ScanAdmin(AuditedReadsAdmin):
     list_display = ["thumbnail", "id", "status", "predicted_label", "uploaded_by", "created"]
     list_filter = ["status", "prediction__label", "prediction__model_version", "created"]
     search_fields = ["id", "sha256", "uploaded_by__username"]
@@ -129,6 +153,7 @@ class ScanAdmin(admin.ModelAdmin):
         prediction = get_object_or_404(Prediction, scan_id=scan_id)
         if not self.has_view_permission(request, prediction.scan) or not prediction.heatmap:
             return HttpResponse(status=404)
+        access_record(request, kind=AccessEvent.Kind.HEATMAP, scan_ids=[scan_id])
         return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
 
     def thumbnail_view(self, request, scan_id):
@@ -137,11 +162,12 @@ class ScanAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, scan):
             return HttpResponse(status=403)
         thumbnail = intensity_png(stored_image(scan).pixels, max_side=THUMBNAIL_SIDE)
+        access_record(request, kind=AccessEvent.Kind.IMAGE, scan_ids=[scan_id])
         return HttpResponse(thumbnail, content_type="image/png")
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(AuditedReadsAdmin):
     list_display = [
         "scan",
         "label",
@@ -166,6 +192,9 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def scan_id_of(self, prediction):
+        return prediction.scan_id
 
 
 def _review_all(modeladmin, request, queryset, label_of) -> None:

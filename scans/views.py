@@ -11,6 +11,8 @@ from rest_framework.throttling import UserRateThrottle
 
 from accounts.permissions import allow
 from accounts.roles import Role
+from audit.models import AccessEvent
+from audit.services import access_record
 from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
 from ml_core.errors import ImageDecodeError, UnsupportedEncoding
 from ml_core.images import intensity_png
@@ -52,6 +54,19 @@ class UploadRateThrottle(UserRateThrottle):
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
+def audited(request, response, kind: str | None, pk=None):
+    """Records a successful read (200) in the access audit: one row per request, naming the
+    scans it showed. A refused or pending read (4xx, 202) records nothing."""
+    if kind is None or response.status_code != status.HTTP_200_OK:
+        return
+    if kind == AccessEvent.Kind.LIST:
+        scan_ids = [item["id"] for item in response.data.get("results", [])]
+    else:
+        scan_ids = [pk]
+    if scan_ids:
+        access_record(request, kind=kind, scan_ids=scan_ids)
+
+
 class ScanViewSet(
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
@@ -67,8 +82,27 @@ class ScanViewSet(
         allow(read=tuple(Role), write=(Role.CLINICIAN, Role.RADIOLOGIST)),
     ]
 
+    # The reads the access audit records; the upload of bytes already stored answers with the
+    # scan's record, so it is a read too.
+    audited_reads = {
+        "retrieve": AccessEvent.Kind.RECORD,
+        "create": AccessEvent.Kind.RECORD,
+        "list": AccessEvent.Kind.LIST,
+        "image": AccessEvent.Kind.IMAGE,
+        "heatmap": AccessEvent.Kind.HEATMAP,
+        "reviews": AccessEvent.Kind.REVIEW_TRAIL,
+    }
+
     def get_throttles(self):
         return [UploadRateThrottle()] if self.action == "create" else super().get_throttles()
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        scan_id = self.kwargs.get("pk")
+        if self.action == "create" and isinstance(getattr(response, "data", None), dict):
+            scan_id = response.data.get("id")
+        audited(request, response, self.audited_reads.get(self.action), scan_id)
+        return response
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema has no user
@@ -195,3 +229,8 @@ class ReviewQueueView(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.review_queue()
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        audited(request, response, AccessEvent.Kind.LIST)
+        return response

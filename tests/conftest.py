@@ -216,3 +216,39 @@ def client_for(db):
         return client
 
     return make
+
+
+CHROMIUM = os.environ.get("KIDNEY_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own database
+    # calls are still plain synchronous ones.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not shutil.which(CHROMIUM):
+        pytest.fail(
+            f"Chromium is required for the browser test ({CHROMIUM}); `make test` installs it "
+            "(tests/setup.sh)."
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield launched
+        launched.close()
+        # Database calls made while Playwright's loop runs get a context-local connection
+        # of their own; close it here, where it lives.
+        from django.db import connections
+
+        connections.close_all()

@@ -86,12 +86,13 @@ def test_an_ml_engineer_cannot_upload(client_for):
 @pytest.mark.django_db
 def test_a_user_without_a_role_gets_403(db):
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from accounts.tokens import token_issue
 
     user = get_user_model().objects.create(username="no-role")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user)[1]}")
 
     assert client.get("/api/scans/").status_code == 403
     assert upload(client, phantom_png()).status_code == 403

@@ -27,14 +27,19 @@ def test_create_api_user_prints_a_working_token_as_its_last_line():
 
 
 @pytest.mark.django_db
-def test_create_api_user_again_changes_the_role_and_keeps_the_token():
+def test_create_api_user_again_changes_the_role_and_issues_a_fresh_token():
     first = run("create_api_user", "sam", "--role", "clinician").split()[-1]
     second = run("create_api_user", "sam", "--role", "ml_engineer").split()[-1]
 
     from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
 
     user = get_user_model().objects.get(username="sam")
-    assert first == second
+    assert first != second
+    for key in (first, second):  # the first keeps working until it expires or is revoked
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        assert client.get("/api/models/").status_code == 200
     assert list(user.groups.values_list("name", flat=True)) == ["ml_engineer"]
     assert not user.has_usable_password()
 

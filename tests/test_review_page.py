@@ -1,12 +1,8 @@
 """The review page in headless Chromium: log in, upload, see the prediction, relabel, see
 the audit entry. Saves docs/images/review-page.png (generated, git-ignored)."""
 
-import os
-import shutil
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
@@ -17,40 +13,8 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("celery_worker_process"),
 ]
-CHROMIUM = os.environ.get("KIDNEY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "review-page.png"
 PASSWORD = "a-long-test-password-7"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's own database
-    # calls are still plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not shutil.which(CHROMIUM):
-        pytest.fail(
-            f"Chromium is required for the browser test ({CHROMIUM}); `make test` installs it "
-            "(tests/setup.sh)."
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield launched
-        launched.close()
-        # Database calls made while Playwright's loop runs get a context-local connection
-        # of their own; close it here, where it lives.
-        connections.close_all()
 
 
 @pytest.fixture

@@ -103,6 +103,11 @@ async function review(label) {
     method: "POST",
     json: { label, note: $("note").value, version: scan.review_version },
   });
+  if (status === 401) {
+    $("review-status").textContent =
+      `Not saved: your session has ended. Log in again and review this scan again (${label}).`;
+    return;
+  }
   if (status !== 200) {
     $("review-status").textContent = `Not saved: ${body.detail || JSON.stringify(body)}`;
     return;
