@@ -209,16 +209,20 @@ def fit(
     classes = list(config.classes)
     labels = np.array([classes.index(entry.label) for entry in train_entries])
     class_weight = _balanced_class_weights(labels, len(classes)) if config.class_weights else None
+    planned = config.learning_rate_schedule == "cosine"
     monitor = AucEarlyStopping(
         plan.predict_validation,
         validation_positive,
         classes,
         patience=config.patience,
-        max_seconds=config.max_minutes * 60,
+        # A planned schedule is the budget: the first epoch sets how many run, and a slower
+        # stretch later (a busy machine) lengthens the run instead of cutting the schedule
+        # short with the rate still high, so the same command gives the same model.
+        max_seconds=0 if planned else config.max_minutes * 60,
         on_epoch_end=on_epoch_end,
     )
     callbacks = [monitor]
-    if config.learning_rate_schedule == "cosine":
+    if planned:
         # Before the monitor, so that an epoch's row shows the rate it trained with.
         callbacks.insert(
             0,

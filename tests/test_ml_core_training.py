@@ -240,3 +240,36 @@ def test_the_cosine_schedule_runs_its_course_over_the_epochs_that_fit(phantom_fo
     assert rates[0] == pytest.approx(base * 0.5 * (1 + np.cos(np.pi / 8)), rel=1e-4)
     assert rates[-1] < 0.05 * base  # decayed, not cut off with the rate still high
     assert len(short) == 1  # a budget its first epoch overruns holds one epoch
+
+
+def test_a_planned_schedule_is_not_cut_short_when_later_epochs_run_slower(
+    phantom_folder, monkeypatch
+):
+    """The first epoch takes 10 s of a 60 s budget, the next ones 100 s each (a busy
+    machine): all planned epochs run, the last with the rate decayed."""
+    from types import SimpleNamespace
+
+    import ml_core.callbacks
+
+    readings = iter([0.0, 0.0, 10.0, 10.0])
+    later = [10.0]
+
+    def monotonic() -> float:
+        try:
+            return next(readings)
+        except StopIteration:
+            later[0] += 100.0
+            return later[0]
+
+    monkeypatch.setattr(ml_core.callbacks, "time", SimpleNamespace(monotonic=monotonic))
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    config = TrainingConfig(
+        mode="head", learning_rate=1e-3, learning_rate_schedule="cosine", patience=50,
+        max_minutes=1.0, **{**TINY, "epochs": 4},
+    )  # fmt: skip
+
+    rates = [row["learning_rate"] for row in train(config, kept, validation).history]
+
+    assert len(rates) == 4
+    assert rates[-1] < 0.05 * 1e-3
