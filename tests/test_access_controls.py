@@ -369,3 +369,18 @@ def test_the_review_page_warns_before_logoff_and_says_what_was_not_sent(
     assert "Not saved: your session has ended" in page.inner_text("#review-status")
     scan.refresh_from_db()
     assert scan.confirmed_label == ""
+
+
+@pytest.mark.django_db
+def test_a_failing_audit_write_never_fails_the_read(client_for, predicted_scan, caplog):
+    from django.db import connection
+
+    radiologist = client_for("radiologist", "dr-fault")
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute("DROP TABLE audit_accessevent")
+
+    response = radiologist.get(f"/api/scans/{predicted_scan.pk}/")
+
+    assert response.status_code == 200
+    assert response.json()["id"] == str(predicted_scan.pk)
+    assert "Could not record a record read" in caplog.text
