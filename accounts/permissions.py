@@ -6,7 +6,7 @@ from accounts.roles import Role, user_has_role
 
 
 class RolePermission(BasePermission):
-    """Allows reads to `read_roles` and writes to `write_roles` (staff always)."""
+    """Allows reads to `read_roles` and writes to `write_roles` (superusers always)."""
 
     read_roles: tuple[Role, ...] = tuple(Role)
     write_roles: tuple[Role, ...] = ()

@@ -1,4 +1,6 @@
-"""The people who use the service, as Django groups. Staff users may do everything."""
+"""The people who use the service, as Django groups. A role decides what a user may do;
+`is_staff` only opens the admin (where the role's permissions apply). Superusers may do
+everything."""
 
 from enum import StrEnum
 
@@ -14,7 +16,7 @@ class Role(StrEnum):
 def user_has_role(user, *roles: Role) -> bool:
     if not user or not user.is_authenticated or not user.is_active:
         return False
-    if user.is_staff:
+    if user.is_superuser:
         return True
     return user.groups.filter(name__in=[str(role) for role in roles]).exists()
 

@@ -7,7 +7,7 @@ from scans.models import Scan
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
-    """Radiologists, ML engineers and staff see every scan; clinicians see the scans of their
+    """Radiologists, ML engineers and superusers see every scan; clinicians see the scans of their
     organisation (their own uploads, if they belong to none)."""
     scans = Scan.objects.select_related("prediction__model_version")
     if user_has_role(user, Role.RADIOLOGIST, Role.ML_ENGINEER):

@@ -384,3 +384,13 @@ def test_a_failing_audit_write_never_fails_the_read(client_for, predicted_scan, 
     assert response.status_code == 200
     assert response.json()["id"] == str(predicted_scan.pk)
     assert "Could not record a record read" in caplog.text
+
+
+@pytest.mark.django_db
+def test_staff_without_the_audit_permission_cannot_read_the_audit(client):
+    user, _ = api_user_upsert(username="staff-radiologist", role=Role.RADIOLOGIST)
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+
+    assert client.get("/admin/audit/accessevent/").status_code == 403

@@ -146,3 +146,27 @@ def test_the_admin_overlays_the_heatmap_and_shows_agreement_per_version(
     assert heatmap.status_code == 200
     assert b"".join(heatmap.streaming_content) == heat
     assert "1 confirmed; sensitivity 1.0" in version.content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_access_grants_no_role_a_staff_ml_engineer_cannot_review(client, stored_prediction):
+    from django.test import Client
+
+    engineer = staff_in_role("ml_engineer", "staff-engineer-2")
+    client.force_login(engineer)
+    scan = stored_prediction.scan
+    review = {"label": "normal", "note": "", "version": scan.review_version}
+    browser = Client()
+    browser.force_login(engineer)
+
+    api = client.post(f"/api/scans/{scan.pk}/review/", review, content_type="application/json")
+    queue = client.get("/api/review-queue/")
+    admin_queue = client.get("/admin/scans/scanawaitingreview/")
+    page = browser.get("/review/")
+
+    assert api.status_code == 403
+    assert queue.status_code == 403
+    assert admin_queue.status_code == 403
+    assert page.status_code == 403
+    scan.refresh_from_db()
+    assert scan.confirmed_label == ""
