@@ -27,23 +27,28 @@ def _png(figure) -> bytes:
 
 
 def roc_png(is_positive: np.ndarray, scores: np.ndarray, report: dict) -> bytes:
-    false_positive_rate, true_positive_rate = roc_curve(is_positive, scores)
+    """The ROC curve and the operating point; with one class only (a tiny validation block)
+    the curve is undefined, and the plot says so instead of failing."""
     figure, axes = _figure()
-    axes.plot(false_positive_rate, true_positive_rate, label=f"ROC AUC {report['auc']:.3f}")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.scatter(
-        [1 - report["specificity"]],
-        [report["sensitivity"]],
-        color="red",
-        zorder=3,
-        label=(
-            f"threshold {report['threshold']:.3f}: sensitivity {report['sensitivity']:.3f}, "
-            f"specificity {report['specificity']:.3f}"
-        ),
-    )
+    if report["auc"] is None:
+        axes.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+    else:
+        false_positive_rate, true_positive_rate = roc_curve(is_positive, scores)
+        axes.plot(false_positive_rate, true_positive_rate, label=f"ROC AUC {report['auc']:.3f}")
+        axes.scatter(
+            [1 - report["specificity"]],
+            [report["sensitivity"]],
+            color="red",
+            zorder=3,
+            label=(
+                f"threshold {report['threshold']:.3f}: sensitivity "
+                f"{report['sensitivity']:.3f}, specificity {report['specificity']:.3f}"
+            ),
+        )
+        axes.legend(loc="lower right", fontsize=7)
     axes.set_xlabel("1 - specificity")
     axes.set_ylabel("sensitivity")
-    axes.legend(loc="lower right", fontsize=7)
     return _png(figure)
 
 

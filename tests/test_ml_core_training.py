@@ -273,3 +273,20 @@ def test_a_planned_schedule_is_not_cut_short_when_later_epochs_run_slower(
 
     assert len(rates) == 4
     assert rates[-1] < 0.05 * 1e-3
+
+
+@pytest.mark.parametrize("labels", [["stone", "stone"], ["normal", "normal"]])
+def test_report_plots_of_a_one_class_block_say_so_instead_of_failing(labels):
+    from ml_core import plots
+    from ml_core.decision import evaluation_report
+
+    probabilities = np.array([[0.3, 0.7], [0.6, 0.4]])
+    report = evaluation_report(labels, probabilities, ["normal", "stone"], threshold=0.5)
+    is_positive = np.array([label != "normal" for label in labels])
+
+    roc = plots.roc_png(is_positive, probabilities[:, 1], report)
+    confusion = plots.confusion_png(report)
+
+    assert report["auc"] is None
+    assert roc.startswith(b"\x89PNG")
+    assert confusion.startswith(b"\x89PNG")
