@@ -54,7 +54,7 @@ class UploadRateThrottle(UserRateThrottle):
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def audited(request, response, kind: str | None, pk=None):
+def audited(request, response, kind: str | None, scan_id=None):
     """Records a successful read (200) in the access audit: one row per request, naming the
     scans it showed. A refused or pending read (4xx, 202) records nothing."""
     if kind is None or response.status_code != status.HTTP_200_OK:
@@ -62,7 +62,7 @@ def audited(request, response, kind: str | None, pk=None):
     if kind == AccessEvent.Kind.LIST:
         scan_ids = [item["id"] for item in response.data.get("results", [])]
     else:
-        scan_ids = [pk]
+        scan_ids = [scan_id]
     if scan_ids:
         access_record(request, kind=kind, scan_ids=scan_ids)
 
