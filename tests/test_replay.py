@@ -57,7 +57,9 @@ def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp
     assert all(chunk["reviewed"] == chunk["n"] for chunk in replay["chunks"])
     assert replay["overall"]["n"] == 40  # the file that is no image was refused, not scored
     assert replay["last_quarter"]["n"] == 10
-    assert set(replay["overall"]) == {"n", "auc", "sensitivity", "specificity"}
+    assert set(replay["overall"]) == {
+        "n", "auc", "sensitivity", "specificity", "specificity_at_sensitivity_95",
+    }  # fmt: skip
     assert replay["training_runs"] >= 3  # beat, every 10 new labels
     # A first run on 10 labels has too few to split off validation and fails saying so; the
     # gate decides each of the others.
@@ -65,3 +67,6 @@ def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp
     decided = replay["training_runs"] - replay["failed_training_runs"]
     assert replay["promotions"] + replay["rejections"] == decided >= 2
     assert (work / "learning-curve.png").stat().st_size > 0
+    predictions = json.loads((work / "predictions.json").read_text())["retraining"]
+    assert len(predictions) == 40
+    assert {"label", "abnormal_score", "decided_abnormal", "model_version"} == set(predictions[0])
