@@ -390,12 +390,30 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
     return outcome
 
 
+def chunk_interval(chunks: list[dict], metric: str = "auc") -> dict | None:
+    """Mean of a metric over chunks with its 95% t-interval: a chunk holds a few studies, so
+    the spread between chunks, not one block, says how sure a number is."""
+    from scipy import stats
+
+    values = np.array([row[metric] for row in chunks if row[metric] is not None])
+    if len(values) < 2:
+        return None
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    mean = float(values.mean())
+    return {"chunks": len(values), "mean": round(mean, 4),
+            "low": round(mean - half, 4), "high": round(mean + half, 4)}  # fmt: skip
+
+
 def summary(outcome: Replay) -> dict:
     last_quarter = outcome.scored[len(outcome.scored) - len(outcome.scored) // 4 :]
     return {
         "chunks": outcome.chunks,
         "overall": score(outcome.scored),
         "last_quarter": score(last_quarter),
+        "chunk_auc": chunk_interval(outcome.chunks),
+        "chunk_specificity_at_sensitivity_95": chunk_interval(
+            outcome.chunks, "specificity_at_sensitivity_95"
+        ),
         "training_runs": len(outcome.training_runs),
         "failed_training_runs": sum(run["status"] == "failed" for run in outcome.training_runs),
         "promotions": outcome.promotions,

@@ -60,6 +60,8 @@ def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp
     assert set(replay["overall"]) == {
         "n", "auc", "sensitivity", "specificity", "specificity_at_sensitivity_95",
     }  # fmt: skip
+    assert replay["chunk_auc"]["chunks"] >= 2
+    assert replay["chunk_auc"]["low"] <= replay["chunk_auc"]["mean"] <= replay["chunk_auc"]["high"]
     assert replay["training_runs"] >= 3  # beat, every 10 new labels
     # A first run on 10 labels has too few to split off validation and fails saying so; the
     # gate decides each of the others.
