@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from audit.models import AccessEvent
+from kidneyproject.readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(AccessEvent)
-class AccessEventAdmin(admin.ModelAdmin):
+class AccessEventAdmin(ReadOnlyAdmin):
     """Superusers, and staff given "Can view access event" (a privacy officer), read the
     audit; nobody adds, changes or deletes an event here."""
 
@@ -18,12 +19,3 @@ class AccessEventAdmin(admin.ModelAdmin):
     def scans(self, event) -> str:
         scan_ids = event.scan_ids.split()
         return scan_ids[0] if len(scan_ids) == 1 else f"{len(scan_ids)} scans"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

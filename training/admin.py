@@ -1,22 +1,10 @@
 from django.contrib import admin, messages
 
 from accounts.roles import Role, user_has_role
+from kidneyproject.readonly_admin import ReadOnlyAdmin
 from training import services
 from training.evaluation import PromotionRefused
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by services only: visible, never edited by hand."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ModelVersion)
