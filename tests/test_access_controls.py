@@ -277,7 +277,8 @@ def test_admin_reads_are_audited_and_the_audit_is_read_only(admin_client, predic
     admin_client.get("/admin/scans/scan/")
     admin_client.get(f"/admin/scans/scan/{scan_id}/change/")
     admin_client.get(f"/admin/scans/scan/{scan_id}/thumbnail.png")
-    admin_client.get(f"/admin/scans/scan/{scan_id}/heatmap.png")
+    heatmap = admin_client.get(f"/admin/scans/scan/{scan_id}/heatmap.png")
+    b"".join(heatmap.streaming_content)  # the read is recorded once the file is delivered
     kinds = [kind for _, kind, _ in audit_rows()]
     event = AccessEvent.objects.first()
     audit_list = admin_client.get(f"/admin/audit/accessevent/?kind__exact=image&q={scan_id}")
@@ -383,7 +384,7 @@ def test_a_failing_audit_write_never_fails_the_read(client_for, predicted_scan, 
 
     assert response.status_code == 200
     assert response.json()["id"] == str(predicted_scan.pk)
-    assert "Could not record a record read" in caplog.text
+    assert "Could not record 1 reads in the access audit" in caplog.text
 
 
 @pytest.mark.django_db
@@ -394,3 +395,16 @@ def test_staff_without_the_audit_permission_cannot_read_the_audit(client):
     client.force_login(user)
 
     assert client.get("/admin/audit/accessevent/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_read_is_recorded_once_its_response_is_delivered(client_for, predicted_scan):
+    radiologist = client_for("radiologist", "dr-stream")
+
+    image = radiologist.get(f"/api/scans/{predicted_scan.pk}/image/")
+    before_delivery = AccessEvent.objects.count()
+    delivered = b"".join(image.streaming_content)
+
+    assert delivered.startswith(b"\x89PNG")
+    assert before_delivery == 0  # writing the audit never delays the read
+    assert audit_rows() == [("dr-stream", "image", str(predicted_scan.pk))]
