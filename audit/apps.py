@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
 
 
 class AuditConfig(AppConfig):
@@ -7,6 +7,7 @@ class AuditConfig(AppConfig):
     verbose_name = "Access audit"
 
     def ready(self):
-        from audit.services import write_pending_reads
+        from audit.services import forget_undelivered_reads, write_pending_reads
 
+        request_started.connect(forget_undelivered_reads, dispatch_uid="audit_forget_undelivered")
         request_finished.connect(write_pending_reads, dispatch_uid="audit_write_pending_reads")

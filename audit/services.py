@@ -55,6 +55,19 @@ def write_pending_reads(**signal_arguments) -> None:
         access_events_write(pending)
 
 
+def forget_undelivered_reads(**signal_arguments) -> None:
+    """request_started: a new request starts with nothing pending. Reads left over belong to
+    a response its server never closed (WSGI servers always close, even when the client
+    disconnects): say so rather than attribute them to this request."""
+    pending = _pending.get()
+    if pending:
+        logger.warning(
+            "%d reads were not recorded in the access audit: their response was never closed",
+            len(pending),
+        )
+    _pending.set(None)
+
+
 def access_events_expire() -> int:
     """Delete the events older than KIDNEY_AUDIT_RETENTION_DAYS; how many."""
     cutoff = timezone.now() - timedelta(days=settings.KIDNEY_AUDIT_RETENTION_DAYS)
