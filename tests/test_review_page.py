@@ -1,5 +1,6 @@
-"""The review page in headless Chromium: log in, upload, see the prediction, relabel, see
-the audit entry. Saves docs/images/review-page.png (generated, git-ignored)."""
+"""The review page in headless Chromium: log in, upload (and the same file again), toggle the
+heatmap, skip, relabel and move on without a pause. Saves docs/images/review-page.png
+(generated, git-ignored)."""
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -27,14 +28,25 @@ def phantom_model(db):
     return model_version_bootstrap(trained=trained, description="phantoms").to_version
 
 
-def test_a_radiologist_uploads_sees_the_prediction_relabels_and_sees_the_audit_entry(
+def shown_scan(page) -> str:
+    return page.get_attribute("#scan-image", "src").split("/")[3]
+
+
+def heatmap_display(page) -> str:
+    return page.eval_on_selector("#scan-heatmap", "element => getComputedStyle(element).display")
+
+
+def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_pause(
     browser, live_server, phantom_model, tmp_path
 ):
     user, _ = api_user_upsert(username="dr-grey", role=Role.RADIOLOGIST)
     user.set_password(PASSWORD)
     user.save()
-    upload = tmp_path / "slice.png"
-    upload.write_bytes(phantom_png(size=128, with_stone=True, seed=4))
+    uploads = []
+    for seed in (4, 5):
+        upload = tmp_path / f"slice-{seed}.png"
+        upload.write_bytes(phantom_png(size=128, with_stone=True, seed=seed))
+        uploads.append(upload)
     page = browser.new_page(viewport={"width": 1200, "height": 800})
 
     page.goto(f"{live_server.url}/review/")
@@ -43,29 +55,53 @@ def test_a_radiologist_uploads_sees_the_prediction_relabels_and_sees_the_audit_e
     page.click("button[type=submit]")
     page.wait_for_url("**/review/")
     assert "never replace" in page.inner_text(".notice")
+    assert "dicom" in page.get_attribute("#upload-file", "accept")
 
-    page.set_input_files("#upload-file", str(upload))
+    for upload in uploads:
+        page.set_input_files("#upload-file", str(upload))
+        page.click("#upload-form button")
+        page.wait_for_function(
+            "document.getElementById('upload-status').textContent.includes('predicted')",
+            timeout=60_000,
+        )
+    assert "model v1" in page.inner_text("#upload-status")
+    page.set_input_files("#upload-file", str(uploads[0]))  # the same file again
     page.click("#upload-form button")
     page.wait_for_function(
-        "document.getElementById('upload-status').textContent.includes('predicted')",
-        timeout=60_000,
+        "document.getElementById('upload-status').textContent.startsWith('Already uploaded')"
     )
+    assert "{" not in page.inner_text("#upload-status")  # a sentence, not the scan's JSON
+
+    page.goto(f"{live_server.url}/review/")  # the queue now holds both scans
     page.wait_for_selector("#current:not([hidden])")
     page.wait_for_function("document.getElementById('scan-heatmap').naturalWidth > 0")
     assert page.inner_text("#model-label").startswith("Model: ")
-    assert "model v1" in page.inner_text("#upload-status")
     assert "NaN" not in page.inner_text("#model-meta")
+    first = shown_scan(page)
+    page.click("h2")  # keys act as shortcuts outside the note field
+    page.keyboard.press("h")
+    hidden = heatmap_display(page)
+    page.keyboard.press("h")
+    shown = heatmap_display(page)
+    page.keyboard.press("n")
+    page.wait_for_function(f"!document.getElementById('scan-image').src.includes('{first}')")
+    second = shown_scan(page)
 
     page.fill("#note", "focus in the left kidney")
-    page.click("#app")  # leave the note field so keys act as shortcuts
-    page.keyboard.press("2")  # relabel as the second class, stone
-    page.wait_for_selector("#audit li")
-    entry = page.inner_text("#audit li")
-    assert "dr-grey" in entry
-    assert "unreviewed → stone" in entry
-    assert "focus in the left kidney" in entry
+    page.click("h2")
+    page.keyboard.press("2")  # relabel as the second class, stone: the next scan at once
+    page.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Saved: stone')"
+    )
+    next_scan = shown_scan(page)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-    scan = get_user_model().objects.get(username="dr-grey").review_events.get().scan
-    assert scan.confirmed_label == "stone"
+    assert (hidden, shown) == ("none", "block")
+    assert second != first
+    assert next_scan == first  # the one skipped, now the only one waiting
+    event = get_user_model().objects.get(username="dr-grey").review_events.get()
+    assert str(event.scan_id) == second
+    assert (event.old_label, event.new_label) == ("", "stone")
+    assert event.note == "focus in the left kidney"
+    assert event.scan.confirmed_label == "stone"

@@ -7,6 +7,7 @@ const classes = app.dataset.classes.split(",");
 const canReview = app.dataset.canReview === "1";
 const $ = (id) => document.getElementById(id);
 let current = null; // the queue item on screen
+const skipped = new Set(); // scans passed over with Next, shown again once the rest are done
 
 async function api(path, { json, ...options } = {}) {
   const headers = { "X-CSRFToken": window.CSRF_TOKEN, Accept: "application/json" };
@@ -28,17 +29,21 @@ $("upload-form").addEventListener("submit", async (event) => {
   form.append("file", $("upload-file").files[0]);
   $("upload-status").textContent = "Uploading…";
   const { status, body } = await api("/api/scans/", { method: "POST", body: form });
-  if (status !== 202) {
-    $("upload-status").textContent = `Refused: ${JSON.stringify(body)}`;
+  if (status !== 202 && status !== 200) {
+    $("upload-status").textContent = `Refused: ${errorText(body)}`;
     return;
   }
+  // 200: the same file was uploaded before; that scan is shown, not classified again.
+  const already = status === 200 ? "Already uploaded. " : "";
+  const url = `/api/scans/${body.id}/`;
   for (let attempt = 0; attempt < 120; attempt += 1) {
-    const scan = (await api(body.url)).body;
-    $("upload-status").textContent = `Scan ${scan.id}: ${scan.status}`;
+    const scan = (await api(url)).body;
+    $("upload-status").textContent = `${already}Scan ${scan.id}: ${scan.status}`;
     if (scan.status === "predicted") {
       const p = scan.prediction;
       $("upload-status").textContent =
-        `Scan ${scan.id}: predicted ${p.label} (P(abnormal) ${percent(p.abnormal_score)}, ` +
+        `${already}Scan ${scan.id}: predicted ${p.label} ` +
+        `(P(abnormal) ${percent(p.abnormal_score)}, ` +
         `model v${p.model_version}, threshold ${p.threshold.toFixed(3)})`;
       if (canReview && current === null) loadQueue();
       return;
@@ -51,10 +56,29 @@ $("upload-form").addEventListener("submit", async (event) => {
   }
 });
 
+// A refusal's message for people: DRF's `detail`, or each field's messages.
+function errorText(body) {
+  if (body === null || typeof body !== "object") return "the server refused the request.";
+  if (body.detail) return body.detail;
+  return Object.entries(body)
+    .map(([field, messages]) => `${field}: ${[].concat(messages).join(" ")}`)
+    .join("; ");
+}
+
 async function loadQueue() {
   const { body } = await api("/api/review-queue/");
   $("queue-count").textContent = `(${body.count} waiting)`;
-  show(body.results[0] || null);
+  let waiting = body.results.filter((scan) => !skipped.has(scan.id));
+  if (waiting.length === 0 && body.results.length > 0) {
+    skipped.clear(); // every waiting scan was skipped: start the round again
+    waiting = body.results;
+  }
+  show(waiting[0] || null);
+}
+
+function skip() {
+  if (current !== null) skipped.add(current.id);
+  loadQueue();
 }
 
 function show(scan) {
@@ -109,13 +133,11 @@ async function review(label) {
     return;
   }
   if (status !== 200) {
-    $("review-status").textContent = `Not saved: ${body.detail || JSON.stringify(body)}`;
+    $("review-status").textContent = `Not saved: ${errorText(body)}`;
     return;
   }
-  $("review-status").textContent = `Saved: ${label}. Next scan in a moment…`;
-  await loadAudit(scan.id);
-  await sleep(1500);
-  loadQueue();
+  await loadQueue();
+  $("review-status").textContent = `Saved: ${label} for the previous scan.`;
 }
 
 if (canReview) {
@@ -123,14 +145,14 @@ if (canReview) {
   for (const button of document.querySelectorAll(".relabel")) {
     button.addEventListener("click", () => review(button.dataset.label));
   }
-  $("next").addEventListener("click", loadQueue);
+  $("next").addEventListener("click", skip);
   document.addEventListener("keydown", (event) => {
     if (event.target.tagName === "INPUT" || current === null) return;
     const index = Number.parseInt(event.key, 10);
     if (event.key === "c") review(current.prediction.label);
     else if (index >= 1 && index <= classes.length) review(classes[index - 1]);
     else if (event.key === "h") $("scan-heatmap").hidden = !$("scan-heatmap").hidden;
-    else if (event.key === "n") loadQueue();
+    else if (event.key === "n") skip();
   });
   loadQueue();
 }
