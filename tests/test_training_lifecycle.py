@@ -265,3 +265,33 @@ def test_the_database_allows_one_active_run_whatever_the_caller():
     with pytest.raises(TrainingRunActive):
         training_run_create(entries=entries, parameters={}, data_source="t", trigger="command",
                             enqueue=False)  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_rollback_to_a_version_the_gate_refuses_takes_an_override_reason(
+    client_for, good_and_bad_versions, settings
+):
+    import keras
+
+    _, bad = good_and_bad_versions
+    keras.utils.set_random_seed(6)
+    worse = register(build_classifier(["normal", "stone"], 64, "none"), 0.5)
+    engineer = client_for("ml_engineer")
+    engineer.post(f"/api/models/{bad.id}/promote/", {"override_reason": "pilot"}, format="json")
+    engineer.post(f"/api/models/{worse.id}/promote/", {"override_reason": "pilot"}, format="json")
+    settings.KIDNEY_PROMOTION_MIN_AUC = 0.99  # what served before fails the gate too
+
+    refused = engineer.post(f"/api/models/{worse.id}/rollback/")
+    overridden = engineer.post(
+        f"/api/models/{worse.id}/rollback/", {"override_reason": "back to v2"}, format="json"
+    )
+
+    assert refused.status_code == 409
+    assert refused.json()["decision"] == "rejected"
+    assert overridden.status_code == 200
+    assert (overridden.json()["action"], overridden.json()["decision"]) == (
+        "rollback",
+        "overridden",
+    )
+    assert overridden.json()["reason"] == "back to v2"
+    assert ModelVersion.objects.get(status="serving") == bad
