@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from accounts.roles import Role, user_has_role
 from audit.models import AccessEvent
 from audit.services import access_record
+from kidneyproject.rounding import RoundedPredictionNumbers
 from ml_core.images import intensity_png
 from scans import selectors, services
 from scans.images import stored_image
@@ -16,15 +17,15 @@ from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
 THUMBNAIL_SIDE = 160
 
 
-class PredictionInline(admin.StackedInline):
+class PredictionInline(RoundedPredictionNumbers, admin.StackedInline):
     model = Prediction
     can_delete = False
     extra = 0
     fields = [
         "label",
-        "probabilities",
+        "rounded_probabilities",
         "model_version",
-        "threshold",
+        "rounded_threshold",
         "inference_ms",
         "batch_size",
         "created",
@@ -167,12 +168,12 @@ class ScanAdmin(AuditedReadsAdmin):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(AuditedReadsAdmin):
+class PredictionAdmin(RoundedPredictionNumbers, AuditedReadsAdmin):
     list_display = [
         "scan",
         "label",
         "model_version",
-        "threshold",
+        "rounded_threshold",
         "inference_ms",
         "batch_size",
         "created",
@@ -183,8 +184,8 @@ class PredictionAdmin(AuditedReadsAdmin):
         "scan",
         "model_version",
         "label",
-        "probabilities",
-        "threshold",
+        "rounded_probabilities",
+        "rounded_threshold",
         "inference_ms",
         "batch_size",
         "created",

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
 from scans.models import Prediction, ReviewEvent, Scan
 
 
@@ -24,6 +25,10 @@ class ScanAcceptedSerializer(serializers.ModelSerializer):
 
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.version")
+    probabilities = RoundedJSONField(read_only=True)
+    abnormal_score = RoundedFloatField(read_only=True)
+    threshold = RoundedFloatField(read_only=True)
+    inference_ms = RoundedFloatField(read_only=True)
 
     class Meta:
         model = Prediction

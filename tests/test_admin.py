@@ -170,3 +170,18 @@ def test_admin_access_grants_no_role_a_staff_ml_engineer_cannot_review(client, s
     assert page.status_code == 403
     scan.refresh_from_db()
     assert scan.confirmed_label == ""
+
+
+@pytest.mark.django_db
+def test_the_admin_rounds_probabilities_and_thresholds(admin_client, stored_prediction):
+    stored_prediction.probabilities = {"normal": 2.177e-36, "stone": 1.0}
+    stored_prediction.threshold = 0.25795626640319824
+    stored_prediction.save()
+    scan = stored_prediction.scan
+
+    change = admin_client.get(f"/admin/scans/scan/{scan.pk}/change/").content.decode()
+    predictions = admin_client.get("/admin/scans/prediction/").content.decode()
+
+    assert "0.258" in change
+    assert "0.25795626640319824" not in change + predictions
+    assert "2.177e-36" not in change

@@ -119,7 +119,7 @@ def test_detail_shows_the_prediction_with_version_and_threshold(client_for, serv
     assert body["prediction"]["label"] == "stone"
     assert body["prediction"]["probabilities"] == pytest.approx({"normal": 0.1, "stone": 0.9})
     assert body["prediction"]["model_version"] == serving_model.version
-    assert body["prediction"]["threshold"] == serving_model.threshold
+    assert body["prediction"]["threshold"] == round(serving_model.threshold, 4)
 
 
 @pytest.mark.django_db
@@ -174,7 +174,7 @@ def test_model_versions_are_listed_with_threshold_and_status(client_for, serving
     assert version["status"] == "serving"
     assert version["classes"] == ["normal", "stone"]
     assert version["input_size"] == 32
-    assert version["threshold"] == serving_model.threshold
+    assert version["threshold"] == round(serving_model.threshold, 4)
 
 
 @pytest.mark.django_db
@@ -218,3 +218,19 @@ def test_the_same_bytes_from_the_same_user_return_the_existing_scan_without_infe
     assert len(colleague_callbacks) == 1
     assert Scan.objects.count() == 2
     assert len(set(stored_scan_files()) - set(files_before)) == 2
+
+
+@pytest.mark.django_db
+def test_numbers_are_rounded_for_reading(client_for, serving_model):
+    clinician = client_for("clinician")
+    scan = make_scan(clinician.user, status=Scan.Status.PREDICTED)
+    prediction = factories.make_prediction(
+        scan, serving_model, label="stone", stone=0.25795626640319824
+    )
+    prediction.probabilities = {"normal": 2.177e-36, "stone": 1.0}
+    prediction.save()
+
+    body = clinician.get(f"/api/scans/{scan.id}/").json()["prediction"]
+
+    assert body["abnormal_score"] == 0.258
+    assert body["probabilities"] == {"normal": 0.0, "stone": 1.0}

@@ -53,9 +53,9 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
     assert body["status"] == "predicted", body
     prediction = body["prediction"]
     assert set(prediction["probabilities"]) == {"normal", "stone"}
-    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=2e-4)  # rounded
     assert prediction["model_version"] == serving_model.version
-    assert prediction["threshold"] == serving_model.threshold
+    assert prediction["threshold"] == round(serving_model.threshold, 4)
     probabilities = [prediction["probabilities"][name] for name in serving_model.classes]
     assert prediction["label"] == decide(
         probabilities, serving_model.classes, serving_model.threshold
@@ -64,7 +64,7 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
     predictor = Predictor.load(str(artifact_local_path(serving_model.artifact)))
     pixels = decode_image(data, max_pixels=10**7).pixels
     expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
-    np.testing.assert_allclose(probabilities, expected[0], atol=1e-4)
+    np.testing.assert_allclose(probabilities, expected[0], atol=2e-4)  # the API rounds to 4
     # The worker stored a Grad-CAM overlay the size of the upload.
     heatmap = client.get(f"/api/scans/{body['id']}/heatmap.png")
     assert heatmap.status_code == 200

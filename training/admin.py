@@ -2,15 +2,17 @@ from django.contrib import admin, messages
 
 from accounts.roles import Role, user_has_role
 from kidneyproject.readonly_admin import ReadOnlyAdmin
+from kidneyproject.rounding import RoundedPredictionNumbers
 from training import services
 from training.evaluation import PromotionRefused
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ReadOnlyAdmin):
+class ModelVersionAdmin(RoundedPredictionNumbers, ReadOnlyAdmin):
     list_display = [
-        "version", "mlflow_version", "status", "input_size", "threshold", "classes", "created",
+        "version", "mlflow_version", "status", "input_size", "rounded_threshold", "classes",
+        "created",
     ]  # fmt: skip
     list_filter = ["status", "input_size", "created"]
     search_fields = ["version", "description", "artifact", "mlflow_run_id"]

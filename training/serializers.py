@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
 from ml_core.training import MODES
 from training.models import ModelEvaluation, ModelVersion, PromotionLog, TrainingRun
 
@@ -8,6 +9,7 @@ class ModelEvaluationSerializer(serializers.ModelSerializer):
     kind = serializers.CharField(source="evaluation_set.kind")
     evaluation_set = serializers.IntegerField(source="evaluation_set.version")
     size = serializers.IntegerField(source="evaluation_set.size")
+    report = RoundedJSONField(read_only=True)
 
     class Meta:
         model = ModelEvaluation
@@ -21,6 +23,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         help_text="Its report on each evaluation set it was judged on: the original set and "
         "the recent blocks of confirmed labels.",
     )
+    threshold = RoundedFloatField(read_only=True)
+    metrics = RoundedJSONField(read_only=True)
 
     class Meta:
         model = ModelVersion
@@ -80,6 +84,8 @@ class PromotionLogSerializer(serializers.ModelSerializer):
             "created",
         ]
 
+    gate = RoundedJSONField(read_only=True)
+
     def get_warning(self, log: PromotionLog) -> str:
         return getattr(log, "registry_warning", "")
 
@@ -93,6 +99,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         help_text="The recent evaluation set held out of this run to judge its candidate.",
     )
     url = serializers.HyperlinkedIdentityField(view_name="trainingrun-detail")
+    progress = RoundedFloatField(read_only=True)
+    metrics = RoundedJSONField(read_only=True)
+    history = RoundedJSONField(read_only=True)
 
     class Meta:
         model = TrainingRun
