@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 
 from accounts.roles import Role, user_has_role
+from training.selectors import serving_model_version
 
 
 @login_required
@@ -16,5 +17,6 @@ def review_page(request):
     context = {
         "classes": settings.KIDNEY_CLASSES,
         "can_review": user_has_role(request.user, Role.RADIOLOGIST),
+        "serving": serving_model_version(),
     }
     return render(request, "scans/review.html", context)

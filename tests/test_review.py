@@ -201,3 +201,19 @@ def test_the_review_page_is_for_clinicians_and_radiologists(client, role, expect
         assert "Review queue" not in response.content.decode()  # upload only
     if role == "radiologist":
         assert "Review queue" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_review_page_says_when_the_serving_model_is_the_placeholder(client, serving_model):
+    from accounts.services import api_user_upsert
+    from training.models import PLACEHOLDER_NOTE
+
+    client.force_login(api_user_upsert(username="page-reader", role="clinician")[0])
+    trained = client.get("/review/").content.decode()
+    serving_model.description = PLACEHOLDER_NOTE
+    serving_model.save()
+    placeholder = client.get("/review/").content.decode()
+
+    assert f"Serving model {serving_model.label}" in trained
+    assert "placeholder" not in trained
+    assert "is a placeholder trained on synthetic phantoms" in placeholder

@@ -4,6 +4,13 @@ from django.db.models import Q
 
 from ml_core.preprocessing import PreprocessingConfig
 
+# bootstrap_model's description of its phantom-trained version: what marks it as a
+# placeholder wherever it serves.
+PLACEHOLDER_NOTE = (
+    "Placeholder trained on synthetic phantoms, not on patient images. It is not a medical "
+    "model: train on real, confirmed CT labels before anyone relies on it."
+)
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -46,6 +53,10 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.status})"
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.description == PLACEHOLDER_NOTE
 
     @property
     def label(self) -> str:

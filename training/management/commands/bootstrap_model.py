@@ -3,13 +3,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml_core.recipes import PLACEHOLDER
 from ml_core.training import train_on_phantoms
+from training.models import PLACEHOLDER_NOTE
 from training.selectors import serving_model_version
 from training.services import RegistrationFailed, model_version_bootstrap
-
-PLACEHOLDER_NOTE = (
-    "Placeholder trained on synthetic phantoms, not on patient images. It is not a medical "
-    "model: train on real, confirmed CT labels before anyone relies on it."
-)
 
 
 class Command(BaseCommand):
