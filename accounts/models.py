@@ -29,7 +29,8 @@ class Membership(models.Model):
 
 class ApiToken(models.Model):
     """A bearer token for the API. Only its SHA-256 digest is stored: the key is shown once,
-    when it is issued. It works until it expires or its owner (or staff) revokes it."""
+    when it is issued. It works until it expires, its owner revokes it, or an administrator
+    rotates it (create_api_user --revoke-others) or deactivates its user."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"

@@ -16,6 +16,9 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from accounts.models import ApiToken
 
 KEYWORD = "Token"
+ASK_FOR_A_NEW_ONE = (
+    "Ask for a new one (POST /api/tokens/ while logged in, or an administrator's create_api_user)."
+)
 # Writing last_used on every request would make each read a write; this often is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
 
@@ -24,17 +27,16 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def token_issue(*, user, name: str = "", days: int | None = None) -> tuple[ApiToken, str]:
-    """A new token for the user, valid for `days` (KIDNEY_TOKEN_DAYS by default): the token
-    and its key, which is shown this once."""
+def token_issue(*, user, name: str = "") -> tuple[ApiToken, str]:
+    """A new token for the user, valid for KIDNEY_TOKEN_DAYS: the token and its key, which is
+    shown this once."""
     key = secrets.token_hex(20)
-    lifetime = timedelta(days=days if days is not None else settings.KIDNEY_TOKEN_DAYS)
     token = ApiToken.objects.create(
         user=user,
         name=name,
         digest=key_digest(key),
         prefix=key[:8],
-        expires=timezone.now() + lifetime,
+        expires=timezone.now() + timedelta(days=settings.KIDNEY_TOKEN_DAYS),
     )
     return token, key
 
@@ -64,15 +66,11 @@ def token_authenticate(key: str):
     if token is None:
         raise exceptions.AuthenticationFailed("Invalid token.")
     if token.revoked is not None:
-        raise exceptions.AuthenticationFailed(
-            "This token was revoked. Ask for a new one (POST /api/tokens/ while logged in, "
-            "or an administrator's create_api_user)."
-        )
+        raise exceptions.AuthenticationFailed(f"This token was revoked. {ASK_FOR_A_NEW_ONE}")
     now = timezone.now()
     if token.expires <= now:
         raise exceptions.AuthenticationFailed(
-            f"This token expired on {token.expires:%Y-%m-%d %H:%M} UTC. Ask for a new one "
-            "(POST /api/tokens/ while logged in, or an administrator's create_api_user)."
+            f"This token expired on {token.expires:%Y-%m-%d %H:%M} UTC. {ASK_FOR_A_NEW_ONE}"
         )
     if not token.user.is_active:
         raise exceptions.AuthenticationFailed("This user is inactive.")

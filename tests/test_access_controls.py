@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
@@ -182,6 +183,17 @@ def test_a_user_lists_issues_and_revokes_their_own_tokens_only():
 
 
 @pytest.mark.django_db
+def test_a_deactivated_user_s_tokens_stop_at_once():
+    key = run("create_api_user", "departed", "--role", "clinician").split()[-1]
+    get_user_model().objects.filter(username="departed").update(is_active=False)
+
+    response = api(key).get("/api/scans/")
+
+    assert response.status_code == 401
+    assert "inactive" in response.json()["detail"]
+
+
+@pytest.mark.django_db
 def test_create_api_user_rotates_with_revoke_others():
     old = run("create_api_user", "rotated", "--role", "clinician").split()[-1]
     kept = run("create_api_user", "rotated", "--role", "clinician").split()[-1]
@@ -309,7 +321,7 @@ def test_events_older_than_the_retention_time_expire(client_for, predicted_scan,
     radiologist.get(f"/api/scans/{predicted_scan.pk}/")
     AccessEvent.objects.create(
         username="dr-old", kind="record", scan_ids=str(predicted_scan.pk), path="/old",
-        at=AccessEvent._meta.get_field("at").default() - timedelta(days=31),
+        at=timezone.now() - timedelta(days=31),
     )  # fmt: skip
 
     from audit.tasks import expire_access_events

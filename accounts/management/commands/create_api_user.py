@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--revoke-others",
             action="store_true",
-            help="Revoke the user's other tokens: rotation after a leak or a departure.",
+            help="Revoke the user's other tokens: rotation after a leak. (To end someone's "
+            "access, deactivate the user in the admin: every token of theirs stops at once.)",
         )
 
     def handle(self, *args, username, role, organisation, revoke_others, **options):
