@@ -1,6 +1,7 @@
 """Training-time augmentation of intensity images: rotation, shifts, zoom and flips in one
-affine warp, then contrast and brightness jitter (exports differ between scanners and
-studies). Never applied to validation or evaluation data."""
+affine warp, then gamma, contrast and brightness jitter, blur and noise (exports differ
+between scanners, reconstruction kernels and doses). Never applied to validation or
+evaluation data."""
 
 from dataclasses import asdict, dataclass
 
@@ -17,6 +18,9 @@ class Augmentation:
     vertical_flip: bool = False
     contrast: float = 0.0  # intensity scaled by a factor in [1 - contrast, 1 + contrast]
     brightness: float = 0.0  # then shifted by up to this much
+    gamma: float = 0.0  # intensity raised to exp(u), u in [-gamma, gamma]
+    blur: float = 0.0  # Gaussian blur, sigma in [0, blur] pixels
+    noise: float = 0.0  # Gaussian noise, standard deviation in [0, noise]
 
     @property
     def enabled(self) -> bool:
@@ -29,6 +33,9 @@ class Augmentation:
                 self.vertical_flip,
                 self.contrast,
                 self.brightness,
+                self.gamma,
+                self.blur,
+                self.noise,
             )
         )
 
@@ -50,11 +57,17 @@ class Augmentation:
         shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(image.shape)
         offset = centre - matrix @ (centre + shift)
         warped = ndimage.affine_transform(image, matrix, offset=offset, order=1, cval=0.0)
+        if self.gamma:
+            warped = warped ** np.exp(rng.uniform(-self.gamma, self.gamma))
         if self.contrast or self.brightness:
             factor = rng.uniform(1.0 - self.contrast, 1.0 + self.contrast)
             shift_by = rng.uniform(-self.brightness, self.brightness)
-            warped = np.clip(warped * factor + shift_by, 0.0, 1.0)
-        return warped
+            warped = warped * factor + shift_by
+        if self.blur:
+            warped = ndimage.gaussian_filter(warped, sigma=rng.uniform(0.0, self.blur))
+        if self.noise:
+            warped = warped + rng.normal(0.0, rng.uniform(0.0, self.noise), size=warped.shape)
+        return np.clip(warped, 0.0, 1.0)
 
 
-NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, False, 0.0, 0.0)
+NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, False)

@@ -19,6 +19,19 @@ FROM_FOLDER = TrainingConfig(
     augmentation=Augmentation(contrast=0.2, brightness=0.05),
 )
 
+# Stronger variation for a base meant to hold up on other studies and scanners: larger warps,
+# gamma, blur and noise on top of contrast and brightness (docs/model-card.md).
+SCANNER_AUGMENTATION = Augmentation(
+    rotation_degrees=15.0,
+    shift=0.1,
+    zoom=0.15,
+    contrast=0.25,
+    brightness=0.08,
+    gamma=0.3,
+    blur=1.0,
+    noise=0.03,
+)
+
 RETRAIN = TrainingConfig(mode="head", learning_rate=1e-3, epochs=60, patience=10)
 
 

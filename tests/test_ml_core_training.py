@@ -72,6 +72,28 @@ def test_augmentation_warps_training_images_and_can_be_off():
     assert NO_AUGMENTATION.apply(image, rng) is image
 
 
+def test_scanner_augmentation_changes_gamma_sharpness_and_noise_within_range():
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = 0.5
+    rng = np.random.default_rng(1)
+    still = {"rotation_degrees": 0, "shift": 0, "zoom": 0, "horizontal_flip": False}
+
+    gamma = Augmentation(**still, gamma=0.5).apply(image, rng)
+    blurred = max(
+        (Augmentation(**still, blur=2.0).apply(image, rng) for _ in range(5)),
+        key=lambda candidate: candidate[7, 7],
+    )  # sigma is drawn from [0, 2]: the widest of five
+    noisy = Augmentation(**still, noise=0.05).apply(image, rng)
+
+    assert set(np.unique(gamma)) == {0.0, gamma[16, 16]}
+    assert gamma[16, 16] != 0.5
+    assert blurred[7, 7] > 0.0  # the square's edge is softened
+    assert blurred[8, 8] < 0.5
+    assert noisy[8:24, 8:24].std() > 0.0
+    assert noisy.min() >= 0.0
+    assert noisy.max() <= 1.0
+
+
 @pytest.mark.parametrize(
     ("mode", "trainable_blocks"),
     [("head", set()), ("finetune", {"block5"}), ("full", {f"block{i}" for i in range(1, 6)})],
