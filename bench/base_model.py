@@ -28,6 +28,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from ml_core.classifier import NO_WEIGHTS, build_classifier  # noqa: E402
 from ml_core.datasets import block_split, class_counts, folder_manifest  # noqa: E402
 from ml_core.decision import (  # noqa: E402
     NEGATIVE_CLASS,
@@ -35,7 +36,7 @@ from ml_core.decision import (  # noqa: E402
     binary_report,
     choose_threshold,
 )
-from ml_core.recipes import FROM_FOLDER, SCANNER_AUGMENTATION  # noqa: E402
+from ml_core.recipes import FROM_FOLDER, RETRAIN, SCANNER_AUGMENTATION  # noqa: E402
 from ml_core.shipped import load_shipped, save_shipped  # noqa: E402
 from ml_core.training import TrainingConfig, predict_entries, train  # noqa: E402
 
@@ -118,6 +119,16 @@ def held_out_report(model, held_out, config: TrainingConfig, threshold: float, a
     return report
 
 
+def head_on_base(folder: str, classes: tuple[str, ...]):
+    """A new classifier for `classes` whose VGG16 blocks are the shipped model's."""
+    base, _ = load_shipped(folder)
+    model = build_classifier(list(classes), base.input_shape[1], NO_WEIGHTS)
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            layer.set_weights(base.get_layer(layer.name).get_weights())
+    return model
+
+
 def rounded(values):
     if isinstance(values, float):
         return round(values, 4)
@@ -144,10 +155,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block", type=int, default=20, help="Bootstrap run length, slices.")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--head-from",
+        help="A shipped model (e.g. trained four-way): train only a new head for --classes on "
+        "its convolutional base (the RETRAIN recipe, on the same split) instead.",
+    )
     parser.add_argument("--out", help="Write the model here as a shipped model.")
     args = parser.parse_args()
 
     classes = tuple(name.strip() for name in args.classes.split(","))
+    initial_model = None
+    if args.head_from:
+        initial_model = head_on_base(args.head_from, classes)
+        args.input_size = initial_model.input_shape[1]
     config = replace(
         FROM_FOLDER,
         classes=classes,
@@ -159,6 +179,11 @@ def main() -> None:
         target_sensitivity=args.target_sensitivity,
         seed=args.seed,
     )
+    if initial_model is not None:
+        config = replace(
+            RETRAIN, classes=classes, input_size=args.input_size,
+            target_sensitivity=args.target_sensitivity, seed=args.seed,
+        )  # fmt: skip
     entries = folder_manifest(args.data, sorted(set(classes) | {REPORTED_POSITIVE}))
     development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
     development = [entry for entry in development if entry.label in classes]
@@ -174,7 +199,9 @@ def main() -> None:
         print(f"epoch {epoch}: {json.dumps(rounded(row))} "
               f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
 
-    trained = train(config, train_entries, validation, on_epoch_end=on_epoch_end)
+    trained = train(
+        config, train_entries, validation, initial_model=initial_model, on_epoch_end=on_epoch_end
+    )
     seconds = time.monotonic() - started
     report = {
         "command": " ".join(["bench/base_model.py", *sys.argv[1:]]),
@@ -192,25 +219,30 @@ def main() -> None:
         },
         "held_out": held_out_report(trained.model, held_out, config, trained.threshold, args),
     }
+    predictions = report["held_out"].pop("predictions")
     if args.out:
         out = Path(args.out)
-        predictions = report["held_out"].pop("predictions")
-        description = {
-            "classes": list(classes),
-            "threshold": trained.threshold,
-            "preprocessing": trained.preprocessing.to_dict(),
-        }
-        save_shipped(trained.model, description, out)
+        (out / "predictions.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "predictions.json").write_text(json.dumps(predictions))
+        save_shipped(trained.model, shipped_description(trained, report), out)
         stored, _ = load_shipped(out)
         from_files = held_out_report(stored, held_out, config, trained.threshold, args)
-        from_files.pop("predictions")
         report["held_out_float16_storage"] = {
             key: from_files[key] for key in ("auc", "sensitivity", "specificity")
         }
-    else:
-        report["held_out"].pop("predictions")
+        save_shipped(trained.model, shipped_description(trained, report), out)
     print(json.dumps(rounded(report)), flush=True)
+
+
+def shipped_description(trained, report: dict) -> dict:
+    """What bootstrap_model registers with the shipped weights: how to use them, and the
+    report that judged them (the command that made them included)."""
+    return {
+        "classes": list(trained.classes),
+        "threshold": trained.threshold,
+        "preprocessing": trained.preprocessing.to_dict(),
+        "report": rounded(report),
+    }
 
 
 if __name__ == "__main__":

@@ -49,7 +49,16 @@ def recreate_database(url: str) -> None:
 def prepare(environment: dict, sweep_seconds: int) -> str:
     """Migrate, bootstrap a model, make the sweep frequent; return an API token."""
     manage(environment, "migrate", "--noinput")
-    manage(environment, "bootstrap_model", "--force", "--samples", "64", "--epochs", "2")
+    manage(
+        environment,
+        "bootstrap_model",
+        "--force",
+        "--placeholder",
+        "--samples",
+        "64",
+        "--epochs",
+        "2",
+    )
     manage(
         environment,
         "shell",

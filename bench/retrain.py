@@ -58,7 +58,7 @@ def main() -> None:
         "stone": (stones, stones + 50),
     }
     manage(environment, "migrate", "--noinput")
-    manage(environment, "bootstrap_model", "--input-size", str(args.input_size))
+    manage(environment, "bootstrap_model", "--placeholder", "--input-size", str(args.input_size))
     manage(environment, "import_dataset", str(linked_subset(data, work / "first", first)))
     initial = run_seconds(manage(environment, *HEAD_RETRAINING))
     manage(environment, "import_dataset", str(linked_subset(data, work / "new", new)))

@@ -307,6 +307,9 @@ KIDNEY_MAX_UPLOAD_BYTES = int(env("KIDNEY_MAX_UPLOAD_BYTES", str(64 * 1024 * 102
 KIDNEY_UPLOAD_RATE = env("KIDNEY_UPLOAD_RATE", "120/minute")
 KIDNEY_MIN_IMAGE_SIDE = int(env("KIDNEY_MIN_IMAGE_SIDE", "32"))
 KIDNEY_INFERENCE_BATCH_SIZE = int(env("KIDNEY_INFERENCE_BATCH_SIZE", "16"))
+# auto: bfloat16 on CPUs with native bfloat16, float16 on GPUs, else float32; "float32" turns
+# reduced precision off (ml_core/precision.py; what it changes: docs/benchmarks.md).
+KIDNEY_INFERENCE_PRECISION = env("KIDNEY_INFERENCE_PRECISION", "auto")
 # The sweep re-sends scans queued longer than this, and releases claims older than the timeout.
 KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = int(env("KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS", "120"))
 KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
@@ -324,6 +327,11 @@ KIDNEY_TEST_HOLD_BATCH_FILE = env("KIDNEY_TEST_HOLD_BATCH_FILE", "")
 # study into different groups, so set it once per deployment and keep it.
 KIDNEY_STUDY_HASH_KEY = env("KIDNEY_STUDY_HASH_KEY", "") or _embedded_secret("study_hash_key")
 KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
+# The trained model that ships with the code (docs/model-card.md): bootstrap_model serves it
+# as the first version; where the folder holds none, it trains the phantom placeholder.
+KIDNEY_SHIPPED_MODEL_DIR = Path(
+    env("KIDNEY_SHIPPED_MODEL_DIR", str(BASE_DIR / "ml_core" / "shipped_model"))
+)
 
 # MLflow: a sqlite store in the data folder by default, a tracking server in production.
 MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI", f"sqlite:///{DATA_DIR / 'mlflow.db'}")

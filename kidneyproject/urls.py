@@ -9,6 +9,7 @@ from kidneyproject.health import healthz
 from retraining.views import ModelVersionWithAgreementViewSet, TrainingRunViewSet
 from scans.pages import review_page
 from scans.views import ReviewQueueView, ScanViewSet
+from training.views import model_card
 
 router = DefaultRouter()
 router.register("scans", ScanViewSet, basename="scan")
@@ -19,6 +20,7 @@ router.register("tokens", ApiTokenViewSet, basename="apitoken")
 urlpatterns = [
     path("", RedirectView.as_view(url="/review/", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("model-card/", model_card, name="model-card"),
     path("review/", review_page, name="review"),
     path("accounts/session/", session_status, name="session-status"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -66,12 +66,18 @@ def build_classifier(
 def split_at_features(model):
     """(feature extractor, head) sharing the classifier's layers: training the head trains
     the classifier, and features can be extracted once and reused across epochs."""
+    return split_after(model, POOL_LAYER)
+
+
+def split_after(model, layer_name: str):
+    """(the model up to that layer's output, the rest of it), sharing the model's layers; the
+    classifier is a chain, so the rest is every later layer in order."""
     import keras
 
-    pool = model.get_layer(POOL_LAYER)
-    extractor = keras.Model(model.input, pool.output, name="feature_extractor")
-    features = keras.Input(shape=pool.output.shape[1:], name="features")
-    outputs = features
-    for layer in model.layers[model.layers.index(pool) + 1 :]:
+    cut = model.get_layer(layer_name)
+    front = keras.Model(model.input, cut.output, name=f"up_to_{layer_name}")
+    inputs = keras.Input(shape=cut.output.shape[1:], name=f"{layer_name}_output")
+    outputs = inputs
+    for layer in model.layers[model.layers.index(cut) + 1 :]:
         outputs = layer(outputs)
-    return extractor, keras.Model(features, outputs, name="head")
+    return front, keras.Model(inputs, outputs, name=f"after_{layer_name}")

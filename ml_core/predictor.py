@@ -12,10 +12,14 @@ class Predictor:
         self._gradcam = None
 
     @classmethod
-    def load(cls, path: str, **options) -> "Predictor":
+    def load(cls, path: str, *, precision: str = "float32", **options) -> "Predictor":
+        """precision: float32, bfloat16 or float16 (ml_core.precision; auto resolved already)."""
         import keras
 
-        return cls(keras.models.load_model(path, compile=False), **options)
+        from ml_core.precision import with_precision
+
+        model = keras.models.load_model(path, compile=False)
+        return cls(with_precision(model, precision), **options)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) model input -> (n, classes) probabilities, in chunks."""

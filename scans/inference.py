@@ -17,6 +17,7 @@ from django.utils import timezone
 from ml_core.decision import abnormal_scores, decide
 from ml_core.errors import ImageDecodeError
 from ml_core.gradcam import overlay_png
+from ml_core.precision import resolve_precision
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
 from scans.dispatch import inference_enqueue
@@ -50,8 +51,11 @@ def predictor_for(model_version: ModelVersion) -> Predictor:
     serve nor were just asked for are let go."""
     if model_version.pk not in _loaded:
         path = artifact_local_path(model_version.artifact)
-        logger.info("Loading model %s from %s", model_version.label, path)
-        predictor = Predictor.load(str(path), max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE)
+        precision = resolve_precision(settings.KIDNEY_INFERENCE_PRECISION)
+        logger.info("Loading model %s from %s in %s", model_version.label, path, precision)
+        predictor = Predictor.load(
+            str(path), precision=precision, max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE
+        )
         serving = serving_model_version()
         keep = {model_version.pk, serving.pk if serving else None}
         for version_id in [version_id for version_id in _loaded if version_id not in keep]:

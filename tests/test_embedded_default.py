@@ -67,6 +67,7 @@ def test_runstack_serves_uploads_end_to_end_without_any_server(tmp_path):
     manage("migrate", "--noinput", environment=environment)
     manage(
         "bootstrap_model",
+        "--placeholder",
         "--input-size",
         "32",
         "--samples",

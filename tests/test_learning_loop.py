@@ -26,7 +26,7 @@ from training.files import local_entries
 from training.models import ModelVersion, PromotionLog, TrainingRun
 from training.tasks import reconcile_champion, run_training
 
-TINY_BOOTSTRAP = ["--input-size", "32", "--samples", "64", "--epochs", "2"]
+TINY_BOOTSTRAP = ["--placeholder", "--input-size", "32", "--samples", "64", "--epochs", "2"]
 
 
 @pytest.fixture(scope="module")

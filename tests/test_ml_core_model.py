@@ -200,3 +200,53 @@ def test_gradcam_points_at_the_stone_of_a_phantom():
     overlay = Image.open(io.BytesIO(png))
     assert overlay.mode == "RGBA"
     assert overlay.size == (100, 80)
+
+
+def test_gradcam_gradient_matches_finite_differences_on_the_running_backend():
+    import keras
+
+    from ml_core.gradcam import input_gradient
+
+    weights = np.random.default_rng(3).normal(size=(4, 2)).astype(np.float32)
+
+    def function(inputs):
+        scores = keras.ops.tanh(keras.ops.matmul(inputs, weights))[:, 0] ** 2
+        return scores, keras.ops.sum(inputs, axis=1)
+
+    inputs = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    aux, gradient = input_gradient(function)(keras.ops.convert_to_tensor(inputs))
+    gradient = keras.ops.convert_to_numpy(gradient)
+
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(aux), inputs.sum(axis=1), rtol=1e-6)
+    step = 1e-3
+    for row, column in [(0, 0), (1, 2), (2, 3)]:
+        up, down = inputs.copy(), inputs.copy()
+        up[row, column] += step
+        down[row, column] -= step
+        numeric = (
+            keras.ops.convert_to_numpy(function(up)[0]).sum()
+            - keras.ops.convert_to_numpy(function(down)[0]).sum()
+        ) / (2 * step)
+        assert gradient[row, column] == pytest.approx(numeric, rel=1e-2, abs=1e-3)
+
+
+def test_bfloat16_and_float32_agree_on_a_tiny_trained_model():
+    from ml_core.precision import resolve_precision, with_precision
+
+    trained = train_on_phantoms(input_size=32, samples=64, epochs=3, target_sensitivity=0.95)
+    images, _ = draw_phantom_set(16, size=32, seed=5)
+    batch = to_model_batch(images, trained.preprocessing)
+
+    reduced = with_precision(trained.model, "bfloat16")
+    full = np.asarray(trained.model.predict_on_batch(batch))
+    half = np.asarray(reduced.predict_on_batch(batch))
+
+    assert reduced.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert half.dtype == np.float32  # the probabilities layer stays float32
+    np.testing.assert_allclose(half, full, atol=0.02)
+    assert with_precision(trained.model, "float32") is trained.model
+    assert resolve_precision("auto", cpu_flags={"avx2", "avx512_bf16"}) == "bfloat16"
+    assert resolve_precision("auto", cpu_flags={"avx2"}) == "float32"
+    assert resolve_precision("float32", cpu_flags={"avx512_bf16"}) == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8")

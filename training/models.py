@@ -10,6 +10,13 @@ PLACEHOLDER_NOTE = (
     "Placeholder trained on synthetic phantoms, not on patient images. It is not a medical "
     "model: train on real, confirmed CT labels before anyone relies on it."
 )
+SHIPPED_NOTE = (
+    "Shipped with the code: VGG16 trained on one hospital's public kidney CT slices (CT KIDNEY "
+    "dataset, Islam et al. 2022, CC BY 4.0). Decision support for radiologists, never a "
+    "diagnosis on its own; another hospital's images need the feedback loop before its "
+    "numbers can be trusted there. See its model card."
+)
+SHIPPED_MODEL_CARD = "/model-card/"
 
 
 class ModelVersion(models.Model):
@@ -32,6 +39,9 @@ class ModelVersion(models.Model):
         max_length=500, help_text="Name of the saved model in storage (training.files)."
     )
     description = models.TextField(blank=True)
+    model_card = models.CharField(
+        max_length=200, blank=True, help_text="Where its model card is, for a shipped model."
+    )
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     mlflow_version = models.CharField(
         max_length=32, blank=True, help_text="Version in the MLflow registry."

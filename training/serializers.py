@@ -25,6 +25,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     )
     threshold = RoundedFloatField(read_only=True)
     metrics = RoundedJSONField(read_only=True)
+    model_card = serializers.SerializerMethodField(
+        help_text="The model card's address, for the model shipped with the code; else empty."
+    )
 
     class Meta:
         model = ModelVersion
@@ -38,11 +41,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "threshold",
             "metrics",
             "description",
+            "model_card",
             "mlflow_run_id",
             "mlflow_version",
             "evaluations",
             "created",
         ]
+
+    def get_model_card(self, version: ModelVersion) -> str:
+        request = self.context.get("request")
+        if not version.model_card or request is None:
+            return version.model_card
+        return request.build_absolute_uri(version.model_card)
 
 
 class PromotionRequestSerializer(serializers.Serializer):

@@ -15,7 +15,13 @@ from django.db.models import Max
 from ml_core.training import TrainedClassifier
 from training import files, tracking
 from training.evaluation import PromotionRefused, promotion_gate
-from training.models import EvaluationSet, ModelVersion, PromotionLog
+from training.models import (
+    SHIPPED_MODEL_CARD,
+    SHIPPED_NOTE,
+    EvaluationSet,
+    ModelVersion,
+    PromotionLog,
+)
 from training.selectors import (
     latest_recent_evaluation_set,
     previous_serving_version,
@@ -33,10 +39,16 @@ class RegistrationFailed(Exception):
 
 
 def model_version_register(
-    *, trained: TrainedClassifier, description: str, tracker: tracking.TrainingTracker
+    *,
+    trained: TrainedClassifier,
+    description: str,
+    tracker: tracking.TrainingTracker,
+    metrics: dict | None = None,
+    model_card: str = "",
 ) -> ModelVersion:
     """Record a trained model as a new candidate version: in MLflow's registry (under the
-    tracker's run), in storage and in the database, all or nothing."""
+    tracker's run), in storage and in the database, all or nothing. `metrics` adds reports
+    beside its validation report."""
     mlflow_version = artifact = None
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -60,9 +72,10 @@ def model_version_register(
                 input_size=input_size,
                 preprocessing=preprocessing,
                 threshold=trained.threshold,
-                metrics={"validation": trained.validation},
+                metrics={"validation": trained.validation, **(metrics or {})},
                 artifact=artifact,
                 description=description,
+                model_card=model_card,
                 mlflow_run_id=tracker.run_id,
                 mlflow_version=mlflow_version,
             )
@@ -102,6 +115,33 @@ def model_version_bootstrap(*, trained: TrainedClassifier, description: str) -> 
         decision=PromotionLog.Decision.OVERRIDDEN,
         gate={"passed": None, "detail": "Not gated: a placeholder served by bootstrap_model."},
         reason="bootstrap_model",
+    )
+
+
+def model_version_ship(*, trained: TrainedClassifier, report: dict) -> PromotionLog:
+    """Register the model that ships with the code and serve it, ungated: the held-out report
+    it was judged on (the command that made it included) goes to MLflow and to its metrics."""
+    with tracking.TrainingTracker("shipped-model") as tracker:
+        tracker.log_parameters({"command": report["command"], **report["config"]})
+        tracker.log_report("validation", trained.validation)
+        tracker.log_report("held_out", report["held_out"])
+        model_version = model_version_register(
+            trained=trained,
+            description=SHIPPED_NOTE,
+            tracker=tracker,
+            metrics={"held_out": report["held_out"], "made_by": report["command"]},
+            model_card=SHIPPED_MODEL_CARD,
+        )
+    return serving_change(
+        target=model_version,
+        action=PromotionLog.Action.BOOTSTRAP,
+        decision=PromotionLog.Decision.OVERRIDDEN,
+        gate={
+            "passed": None,
+            "detail": "Not gated: the model shipped with the code, served by bootstrap_model; "
+            "judged on a held-out block of later studies (see its model card).",
+        },
+        reason="bootstrap_model (shipped model)",
     )
 
 

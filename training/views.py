@@ -1,3 +1,6 @@
+from django.conf import settings
+from django.http import FileResponse
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -51,3 +54,13 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
             PromotionLogSerializer(log).data,
             status=status.HTTP_409_CONFLICT if refused else status.HTTP_200_OK,
         )
+
+
+@require_GET
+def model_card(request):
+    """The shipped model's card (docs/model-card.md) as Markdown: what it was trained on, how
+    well it does on later studies, and what it must not be used for. Public, like the code."""
+    return FileResponse(
+        (settings.BASE_DIR / "docs" / "model-card.md").open("rb"),
+        content_type="text/markdown; charset=utf-8",
+    )

@@ -1,24 +1,34 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ml_core.preprocessing import PreprocessingConfig
 from ml_core.recipes import PLACEHOLDER
-from ml_core.training import train_on_phantoms
-from training.models import PLACEHOLDER_NOTE
+from ml_core.shipped import load_shipped, shipped_description
+from ml_core.training import TrainedClassifier, train_on_phantoms
+from training.models import PLACEHOLDER_NOTE, SHIPPED_NOTE
 from training.selectors import serving_model_version
-from training.services import RegistrationFailed, model_version_bootstrap
+from training.services import RegistrationFailed, model_version_bootstrap, model_version_ship
 
 
 class Command(BaseCommand):
     help = (
-        "Train a placeholder model on synthetic phantoms (no data, no network, about 20 s), "
-        "register it in MLflow and serve it, unless a model already serves."
+        "Serve a first model version unless one serves already: the model shipped with the "
+        "code (KIDNEY_SHIPPED_MODEL_DIR; loaded, not trained) or, where that folder holds "
+        "none or with --placeholder, a placeholder trained on synthetic phantoms (about 20 s). "
+        "Either is registered in MLflow."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--input-size", type=int, default=PLACEHOLDER.input_size)
-        parser.add_argument("--samples", type=int, default=PLACEHOLDER.samples)
-        parser.add_argument("--epochs", type=int, default=PLACEHOLDER.epochs)
-        parser.add_argument("--seed", type=int, default=PLACEHOLDER.seed)
+        parser.add_argument(
+            "--placeholder",
+            action="store_true",
+            help="Train and serve the phantom placeholder even where a shipped model exists.",
+        )
+        placeholder = parser.add_argument_group("the placeholder")
+        placeholder.add_argument("--input-size", type=int, default=PLACEHOLDER.input_size)
+        placeholder.add_argument("--samples", type=int, default=PLACEHOLDER.samples)
+        placeholder.add_argument("--epochs", type=int, default=PLACEHOLDER.epochs)
+        placeholder.add_argument("--seed", type=int, default=PLACEHOLDER.seed)
         parser.add_argument(
             "--force",
             action="store_true",
@@ -26,11 +36,43 @@ class Command(BaseCommand):
             "version, like any other).",
         )
 
-    def handle(self, *args, input_size, samples, epochs, seed, force, **options):
+    def handle(self, *args, placeholder, force, **options):
         current = serving_model_version()
         if current and not force:
             self.stdout.write(f"Model {current.label} already serves; nothing to do.")
             return
+        shipped = None if placeholder else shipped_description(settings.KIDNEY_SHIPPED_MODEL_DIR)
+        try:
+            log = self._serve_placeholder(**options) if shipped is None else self._serve_shipped()
+        except RegistrationFailed as error:
+            raise CommandError(str(error)) from None
+        if getattr(log, "registry_warning", ""):
+            self.stdout.write(self.style.WARNING(log.registry_warning))
+
+    def _serve_shipped(self):
+        folder = settings.KIDNEY_SHIPPED_MODEL_DIR
+        self.stdout.write(f"Loading the shipped model from {folder}.")
+        model, description = load_shipped(folder)
+        report = description["report"]
+        trained = TrainedClassifier(
+            model,
+            description["classes"],
+            PreprocessingConfig.from_dict(description["preprocessing"]),
+            description["threshold"],
+            report["validation"],
+        )
+        log = model_version_ship(trained=trained, report=report)
+        held_out = report["held_out"]
+        self.stdout.write(
+            f"Model {log.to_version.label} serves: on the held-out block of later studies, "
+            f"stone against normal, sensitivity {held_out['sensitivity']:.3f}, specificity "
+            f"{held_out['specificity']:.3f}, ROC AUC {held_out['auc']:.3f} at threshold "
+            f"{trained.threshold:.4g}."
+        )
+        self.stdout.write(self.style.WARNING(SHIPPED_NOTE))
+        return log
+
+    def _serve_placeholder(self, *, input_size, samples, epochs, seed, **options):
         self.stdout.write(
             f"Training a placeholder on {samples} phantoms at {input_size} px, {epochs} epochs."
         )
@@ -42,19 +84,15 @@ class Command(BaseCommand):
             target_sensitivity=settings.KIDNEY_TARGET_SENSITIVITY,
             on_epoch_end=self._report_epoch(epochs),
         )
-        try:
-            log = model_version_bootstrap(trained=trained, description=PLACEHOLDER_NOTE)
-        except RegistrationFailed as error:
-            raise CommandError(str(error)) from None
+        log = model_version_bootstrap(trained=trained, description=PLACEHOLDER_NOTE)
         report = trained.validation
         self.stdout.write(
             f"Model {log.to_version.label} serves: on synthetic validation phantoms "
             f"sensitivity {report['sensitivity']:.3f}, specificity {report['specificity']:.3f}, "
             f"ROC AUC {report['auc']:.3f} at threshold {report['threshold']:.3f}."
         )
-        if log.registry_warning:
-            self.stdout.write(self.style.WARNING(log.registry_warning))
         self.stdout.write(self.style.WARNING(PLACEHOLDER_NOTE))
+        return log
 
     def _report_epoch(self, epochs: int):
         def report(epoch: int, logs: dict) -> None:
