@@ -1,9 +1,12 @@
 """Inference throughput: the raw model against the whole service, measured in one run.
 
-1. Raw model: images/s of VGG16 `predict_on_batch` (batch 16) at 128 and 224 px.
-2. Service: a burst of uploads through REST -> Celery worker -> stored prediction, with the
-   service's model at --service-size px; images/s from the first upload to the last stored
-   prediction.
+1. Raw model: images/s of VGG16 `predict_on_batch` (batch 16) at 96, 128 and 224 px, in
+   float32 and in each reduced precision given by --precisions (bfloat16 is fast only on CPUs
+   with native bfloat16 arithmetic, float16 only on GPUs).
+2. Service: a burst of uploads through REST -> Celery worker -> stored prediction, serving the
+   shipped model (or, with --model placeholder, the phantom placeholder at --service-size px)
+   in KIDNEY_INFERENCE_PRECISION=--precision; images/s from the first upload to the last
+   stored prediction.
 3. The ratio service / raw at the same input size: the share of raw model speed the
    service delivers.
 4. The access audit's cost: the mean time of a scan record read over REST (which records one
@@ -11,7 +14,7 @@
    alone, on the same database: worker time the client does not wait for.
 
     .venv/bin/python bench/inference.py [--data ../shared/data/kidney-ct] [--uploads 64]
-        [--database-url postgres://... --broker-url redis://...] [--gradcam on_request]
+        [--database-url postgres://... --broker-url redis://...] [--gradcam always]
 
 Without --database-url/--broker-url the service runs on the embedded default (SQLite and the
 filesystem transport). The database given must be empty; it is migrated.
@@ -33,14 +36,18 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from bench.stack import isolated_environment, manage  # noqa: E402
+from ml_core.precision import resolve_precision  # noqa: E402
+
+SHIPPED_MODEL_DIR = REPO_ROOT / "ml_core" / "shipped_model"
 
 BATCH = 16
 
 
-def raw_images_per_second(input_size: int, batches: int) -> float:
+def raw_images_per_second(input_size: int, batches: int, precision: str = "float32") -> float:
     from ml_core.classifier import build_classifier
+    from ml_core.precision import with_precision
 
-    model = build_classifier(["normal", "stone"], input_size, "none")
+    model = with_precision(build_classifier(["normal", "stone"], input_size, "none"), precision)
     batch = np.random.default_rng(0).normal(size=(BATCH, input_size, input_size, 3))
     batch = batch.astype(np.float32)
     model.predict_on_batch(batch)  # warm-up: graph tracing
@@ -97,24 +104,20 @@ def audit_overhead_ms(session, scan_url: str, environment: dict) -> tuple[float,
 
 def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float, tuple]:
     environment = isolated_environment(
-        tempfile.mkdtemp(prefix="kidney-bench-"), KIDNEY_GRADCAM=args.gradcam
+        tempfile.mkdtemp(prefix="kidney-bench-"),
+        KIDNEY_GRADCAM=args.gradcam,
+        KIDNEY_INFERENCE_PRECISION=args.precision,
     )
     if args.database_url:
         environment["DATABASE_URL"] = args.database_url
     if args.broker_url:
         environment["CELERY_BROKER_URL"] = args.broker_url
     manage(environment, "migrate", "--noinput")
-    manage(
-        environment,
-        "bootstrap_model",
-        "--force",
-        "--input-size",
-        str(args.service_size),
-        "--samples",
-        "64",
-        "--epochs",
-        "2",
-    )
+    if args.model == "shipped":
+        manage(environment, "bootstrap_model", "--force")
+    else:
+        manage(environment, "bootstrap_model", "--force", "--placeholder", "--input-size",
+               str(args.service_size), "--samples", "64", "--epochs", "2")  # fmt: skip
     token = manage(environment, "create_api_user", "bench", "--role", "clinician").split()[-1]
     stack = subprocess.Popen(
         [sys.executable, "manage.py", "runstack", "--port", str(args.port)],
@@ -173,35 +176,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="kidney-ct folder (class subfolders); else phantoms")
     parser.add_argument("--uploads", type=int, default=64)
-    parser.add_argument("--service-size", type=int, default=128)
+    parser.add_argument("--model", choices=["shipped", "placeholder"], default="shipped")
+    parser.add_argument(
+        "--service-size", type=int, default=128, help="The placeholder's input size."
+    )
+    parser.add_argument(
+        "--precision", default="auto", help="KIDNEY_INFERENCE_PRECISION for the service."
+    )
+    parser.add_argument("--precisions", default="bfloat16", help="Raw model, beside float32.")
     parser.add_argument("--database-url")
     parser.add_argument("--broker-url")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--gradcam",
-        choices=["always", "on_request"],
-        default="always",
-        help="Whether the worker computes a Grad-CAM heatmap with every batch.",
+        choices=["flagged", "always", "on_request"],
+        default="flagged",
+        help="Which scans the worker computes a Grad-CAM heatmap for (KIDNEY_GRADCAM).",
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    raw = {size: raw_images_per_second(size, batches) for size, batches in ((128, 8), (224, 4))}
-    for size, speed in raw.items():
-        print(f"raw model, predict_on_batch batch {BATCH}, {size} px: {speed:7.1f} images/s")
+    if args.model == "shipped":
+        from ml_core.shipped import shipped_description
+
+        args.service_size = shipped_description(SHIPPED_MODEL_DIR)["input_size"]
+    precisions = ["float32", *[name for name in args.precisions.split(",") if name]]
+    raw = {}
+    for size, batches in ((96, 12), (128, 8), (224, 4)):
+        for precision in precisions:
+            raw[size, precision] = raw_images_per_second(size, batches, precision)
+        speeds = ", ".join(f"{raw[size, name]:.1f} {name}" for name in precisions)
+        ratios = "".join(
+            f", {name}/float32 {raw[size, name] / raw[size, 'float32']:.2f}"
+            for name in precisions[1:]
+        )
+        print(f"raw model, predict_on_batch batch {BATCH}, {size} px: {speeds} images/s{ratios}")
 
     payloads = upload_payloads(args.data, args.uploads + 1)  # one to warm up
     backend = "PostgreSQL + Redis" if args.database_url else "embedded (SQLite + filesystem)"
     service, upload_rate, (read_ms, audit_ms) = service_images_per_second(args, payloads)
     source = "kidney-ct JPEGs" if args.data else "224 px phantom PNGs"
+    served = resolve_precision(args.precision)
     print(
-        f"service end to end, {args.uploads} uploads of {source}, model at "
-        f"{args.service_size} px, {backend}, Grad-CAM {args.gradcam}: {service:7.1f} images/s "
-        f"(uploads alone: {upload_rate:.1f}/s)"
+        f"service end to end, {args.uploads} uploads of {source}, {args.model} model at "
+        f"{args.service_size} px in {served}, {backend}, Grad-CAM {args.gradcam}: "
+        f"{service:7.1f} images/s (uploads alone: {upload_rate:.1f}/s)"
     )
-    if args.service_size in raw:
-        ratio = service / raw[args.service_size]
-        print(f"ratio service / raw model at {args.service_size} px: {ratio:.2f}")
+    if (args.service_size, served) in raw:
+        ratio = service / raw[args.service_size, served]
+        print(f"ratio service / raw model at {args.service_size} px in {served}: {ratio:.2f}")
     print(
         f"access audit: a scan record read over REST {read_ms:.2f} ms (mean of "
         f"{AUDIT_SAMPLES}); the audit row it writes after the response: {audit_ms:.2f} ms of "

@@ -200,21 +200,43 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
     if not readable:
         return 0
     batch = to_model_batch(pixels, model_version.preprocessing_config)
-    explain = settings.KIDNEY_GRADCAM == "always"
     started = time.perf_counter()
-    if explain:
+    if settings.KIDNEY_GRADCAM == "always":
         probabilities, heatmaps = predictor.predict_and_explain(batch, model_version.classes)
+        overlays = overlays_by_scan(readable, heatmaps)
     else:
-        probabilities, heatmaps = predictor.predict(batch), None
+        probabilities = predictor.predict(batch)
+        overlays = {}
+        if settings.KIDNEY_GRADCAM == "flagged":
+            overlays = flagged_overlays(readable, batch, probabilities, model_version, predictor)
     share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
     predictions_store(
         scans=readable,
         model_version=model_version,
         probabilities=probabilities,
         inference_ms=share_ms,
-        overlays=overlays_by_scan(readable, heatmaps) if explain else {},
+        overlays=overlays,
     )
     return len(readable)
+
+
+def worth_explaining(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The scans a radiologist will look at first: flagged abnormal, or so near the threshold
+    that the review queue puts them at its head."""
+    return (scores >= threshold) | (np.abs(scores - threshold) <= settings.KIDNEY_GRADCAM_MARGIN)
+
+
+def flagged_overlays(scans, batch, probabilities, model_version, predictor) -> dict:
+    """Overlays for the batch's flagged and uncertain scans; the others' on request."""
+    rows = np.flatnonzero(
+        worth_explaining(
+            abnormal_scores(probabilities, model_version.classes), model_version.threshold
+        )
+    )
+    if len(rows) == 0:
+        return {}
+    _, heatmaps = predictor.predict_and_explain(batch[rows], model_version.classes)
+    return overlays_by_scan([scans[row] for row in rows], heatmaps)
 
 
 def overlays_by_scan(scans: list[Scan], heatmaps: np.ndarray) -> dict:

@@ -205,7 +205,7 @@ class ScanViewSet(
             raise NotFound("The scan has no prediction yet.")
         if prediction.heatmap:
             return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
-        if settings.KIDNEY_GRADCAM == "on_request":
+        if settings.KIDNEY_GRADCAM != "always":
             services.heatmap_request(prediction=prediction)
         return Response(
             {"detail": "The heatmap is being computed; ask again shortly."},

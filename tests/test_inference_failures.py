@@ -133,3 +133,42 @@ def test_a_scan_whose_worker_died_is_retried_alone_and_fails_once_out_of_attempt
         Scan.objects.filter(pk__in=[s.pk for s in others]).values_list("status", flat=True)
     ) == {Scan.Status.QUEUED}
     assert len(resent) == 1  # the others are sent again, as a batch of their own
+
+
+@pytest.mark.django_db
+def test_the_worker_explains_flagged_and_uncertain_scans_and_leaves_the_rest_to_a_request(
+    client_for, serving_model, settings, django_capture_on_commit_callbacks
+):
+    settings.KIDNEY_GRADCAM = "flagged"
+    settings.KIDNEY_GRADCAM_MARGIN = 0.0
+    client = client_for("radiologist")
+    serving_model.threshold = 2.0  # above every score: nothing is flagged or near it
+    serving_model.save()
+    quiet = make_scan(client.user, image=phantom_png(seed=80))
+    classify_scans.apply(args=[[str(quiet.pk)]]).get()
+
+    serving_model.threshold = 0.0  # every scan is flagged abnormal
+    serving_model.save()
+    flagged = make_scan(client.user, image=phantom_png(seed=81))
+    classify_scans.apply(args=[[str(flagged.pk)]]).get()
+
+    settings.KIDNEY_GRADCAM_MARGIN = 3.0  # everything is near the threshold
+    serving_model.threshold = 2.0
+    serving_model.save()
+    uncertain = make_scan(client.user, image=phantom_png(seed=82))
+    classify_scans.apply(args=[[str(uncertain.pk)]]).get()
+
+    quiet, flagged, uncertain = (
+        Scan.objects.get(pk=scan.pk).prediction for scan in (quiet, flagged, uncertain)
+    )
+    assert quiet.label == "normal"
+    assert not quiet.heatmap
+    assert flagged.label != "normal"
+    assert flagged.heatmap
+    assert uncertain.heatmap
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        asked = client.get(f"/api/scans/{quiet.scan_id}/heatmap.png")
+    assert asked.status_code == 202
+    assert len(sent) == 1  # its heatmap is queued the first time someone opens it
+    shown = client.get(f"/api/scans/{flagged.scan_id}/heatmap.png")
+    assert shown.status_code == 200

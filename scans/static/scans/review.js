@@ -74,6 +74,29 @@ async function loadQueue() {
     waiting = body.results;
   }
   show(waiting[0] || null);
+  // The next scan's heatmap, asked for now, is ready by the time it is shown.
+  if (waiting[1]) fetch(heatmapUrl(waiting[1].id), { credentials: "same-origin" });
+}
+
+const heatmapUrl = (scanId) => `/api/scans/${scanId}/heatmap.png`;
+
+// The slice shows at once; its overlay follows when the worker has computed it (202 until
+// then), without holding up the review.
+async function loadHeatmap(scanId) {
+  $("scan-heatmap").removeAttribute("src");
+  for (let attempt = 0; attempt < 60 && current && current.id === scanId; attempt += 1) {
+    const response = await fetch(heatmapUrl(scanId), { credentials: "same-origin" });
+    if (!current || current.id !== scanId) return;
+    if (response.status === 200) {
+      $("scan-heatmap").src = URL.createObjectURL(await response.blob());
+      $("heatmap-note").textContent = "";
+      return;
+    }
+    if (response.status !== 202) break;
+    $("heatmap-note").textContent = "Heatmap being computed…";
+    await sleep(1000);
+  }
+  if (current && current.id === scanId) $("heatmap-note").textContent = "No heatmap yet.";
 }
 
 function skip() {
@@ -88,8 +111,7 @@ function show(scan) {
   if (scan === null) return;
   const p = scan.prediction;
   $("scan-image").src = `/api/scans/${scan.id}/image/`;
-  $("scan-heatmap").src = `/api/scans/${scan.id}/heatmap.png`;
-  $("scan-heatmap").hidden = false;
+  loadHeatmap(scan.id);
   $("model-label").textContent = `Model: ${p.label}`;
   $("flag").textContent = scan.positive ? "flagged abnormal" : "";
   $("flag").className = scan.positive ? "positive" : "";
