@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU path, checked on the lent H200 machine (no TensorFlow there: Keras 3 on JAX).
+#
+# Here, once:  .venv/bin/python bench/gpu_pack.py --data ../shared/data/kidney-ct
+# Then, through the device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu"],
+#                                    timeout_s=540)
+# In under 8 minutes there: the raw model's images/s at 224 px in float32 and mixed float16,
+# Grad-CAM through JAX, the shipped recipe trained at 224 px on the packed development images
+# (four classes, then a normal/stone head on that base), its held-out report, and the held-out
+# scores in float32 against float16. Everything lands in $OUT; the numbers go to
+# docs/benchmarks.md ("The GPU path").
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+DATA=.gpu/kidney-ct
+GAP=35  # the shipped recipe's 100-slice validation gap, in every third slice
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .gpu/wheels/*.whl || exit 1
+export PYTHONPATH=/tmp/site KERAS_BACKEND=jax
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
+
+step() {  # step NAME SECONDS COMMAND...: a bounded step, its log in $OUT/NAME.log
+    local name=$1 seconds=$2
+    shift 2
+    local started=$SECONDS
+    timeout "$seconds" "$@" >"$OUT/$name.log" 2>&1
+    echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+}
+
+step raw 60 python3 -c '
+from bench.inference import raw_images_per_second
+import jax, keras
+print("backend", keras.backend.backend(), jax.devices())
+for precision in ("float32", "float16"):
+    raw_images_per_second(224, 2, precision)  # compile first
+    print(precision, "224 px, batch 16:", round(raw_images_per_second(224, 40, precision), 1), "images/s")
+'
+step gradcam 60 python3 -c '
+import numpy as np, time
+from ml_core.classifier import build_classifier
+from ml_core.gradcam import GradCam
+model = build_classifier(["normal", "stone"], 224, "none")
+explain = GradCam(model, ["normal", "stone"])
+batch = np.random.default_rng(0).uniform(-1, 1, (16, 224, 224, 3)).astype("float32")
+explain(batch)
+started = time.perf_counter()
+probabilities, heat = explain(batch)
+print("Grad-CAM on JAX:", probabilities.shape, heat.shape, float(heat.max()),
+      round(16 / (time.perf_counter() - started), 1), "images/s")
+'
+step base-4class 240 python3 bench/base_model.py --data "$DATA" \
+    --classes normal,stone,cyst,tumor --augmentation scanner --validation-gap $GAP \
+    --input-size 224 --out "$OUT/base-4class"
+step head 90 python3 bench/base_model.py --data "$DATA" --classes normal,stone \
+    --head-from "$OUT/base-4class" --validation-gap $GAP --out "$OUT/shipped"
+step precision 60 python3 bench/precision.py --data "$DATA" --model "$OUT/shipped" \
+    --precisions float16
+rm -f "$OUT"/*/weights.npz  # 27 MB each; the reports are what comes back
+tail -n 1 "$OUT"/*.log
