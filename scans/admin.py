@@ -71,7 +71,10 @@ class AuditedReadsAdmin(admin.ModelAdmin):
 
 @admin.register(Scan)
 class ScanAdmin(AuditedReadsAdmin):
-    list_display = ["thumbnail", "id", "status", "predicted_label", "uploaded_by", "created"]
+    list_display = [
+        "thumbnail", "id", "status", "predicted_label", "radiologist_label", "uploaded_by",
+        "created",
+    ]  # fmt: skip
     list_filter = ["status", "prediction__label", "prediction__model_version", "created"]
     search_fields = ["id", "sha256", "uploaded_by__username"]
     list_select_related = ["prediction", "uploaded_by"]
@@ -101,10 +104,14 @@ class ScanAdmin(AuditedReadsAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # scans arrive through the API, which validates them
 
-    @admin.display(description="Label")
+    @admin.display(description="Model's label")
     def predicted_label(self, scan: Scan) -> str:
         prediction = getattr(scan, "prediction", None)
         return prediction.label if prediction else "-"
+
+    @admin.display(description="Radiologist's label", ordering="confirmed_label")
+    def radiologist_label(self, scan: Scan) -> str:
+        return scan.confirmed_label or "unreviewed"
 
     @admin.display(description="Image")
     def thumbnail(self, scan: Scan) -> str:

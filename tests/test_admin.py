@@ -27,6 +27,12 @@ def test_staff_see_scans_with_thumbnails_and_inline_predictions(admin_client, st
 
     assert changelist.status_code == 200
     assert str(scan.pk) in changelist.content.decode()
+    assert "unreviewed" in changelist.content.decode()
+    scan.confirmed_label = "normal"
+    scan.save()
+    row = admin_client.get("/admin/scans/scan/?status__exact=predicted").content.decode()
+    cells = row[row.index(str(scan.pk)) :]
+    assert cells.index("stone") < cells.index("normal")  # the model's label, then the reader's
     assert change.status_code == 200
     assert "stone" in change.content.decode()
     assert thumbnail.status_code == 200

@@ -269,7 +269,7 @@ def test_the_database_allows_one_active_run_whatever_the_caller():
 
 @pytest.mark.django_db
 def test_a_rollback_to_a_version_the_gate_refuses_takes_an_override_reason(
-    client_for, good_and_bad_versions, settings
+    client_for, good_and_bad_versions, settings, admin_client
 ):
     import keras
 
@@ -295,3 +295,11 @@ def test_a_rollback_to_a_version_the_gate_refuses_takes_an_override_reason(
     )
     assert overridden.json()["reason"] == "back to v2"
     assert ModelVersion.objects.get(status="serving") == bad
+    # The log keeps each version's status when it was decided, and the reason, in the admin.
+    assert (overridden.json()["from_status"], overridden.json()["to_status"]) == (
+        "serving",
+        "retired",
+    )
+    log = admin_client.get("/admin/training/promotionlog/").content.decode()
+    assert "back to v2" in log
+    assert "retired" in log

@@ -45,7 +45,10 @@ class EvaluationSetAdmin(ReadOnlyAdmin):
 
 @admin.register(PromotionLog)
 class PromotionLogAdmin(ReadOnlyAdmin):
-    list_display = ["created", "action", "decision", "from_version", "to_version", "actor"]
+    list_display = [
+        "created", "action", "decision", "from_version", "from_status", "to_version",
+        "to_status", "actor", "reason",
+    ]  # fmt: skip
     list_filter = ["action", "decision"]
     search_fields = ["reason"]
 

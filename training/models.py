@@ -224,6 +224,9 @@ class PromotionLog(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # Each version's status when the decision was taken (they change later).
+    from_status = models.CharField(max_length=16, blank=True, choices=ModelVersion.Status.choices)
+    to_status = models.CharField(max_length=16, blank=True, choices=ModelVersion.Status.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -161,6 +161,8 @@ def serving_change(
             .filter(status=ModelVersion.Status.SERVING)
             .first()
         )
+        from_status = serving.status if serving is not None else ""
+        to_status = target.status
         if decision != PromotionLog.Decision.REJECTED:
             if serving is not None and serving.pk != target.pk:
                 serving.status = ModelVersion.Status.RETIRED
@@ -172,6 +174,8 @@ def serving_change(
             decision=decision,
             from_version=serving,
             to_version=target,
+            from_status=from_status,
+            to_status=to_status,
             actor=actor,
             reason=reason,
             gate=gate,
