@@ -30,6 +30,10 @@ class TrainingRunViewSet(
     queryset = TrainingRun.objects.select_related("model_version")
     serializer_class = TrainingRunSerializer
     permission_classes = [ML_ENGINEERS]
+    conflicts = {
+        "create": "A training run is queued or running already (its id is in active_run).",
+        "retry": "A training run is queued or running already (its id is in active_run).",
+    }
 
     @extend_schema(request=TrainingRunRequestSerializer, responses={202: TrainingRunSerializer})
     def create(self, request, *args, **kwargs):

@@ -78,6 +78,8 @@ class ScanViewSet(
 
     serializer_class = ScanSerializer
     parser_classes = [MultiPartParser, JSONParser]
+    conflicts = {"review": "Another review of this scan came first: read it again, then decide."}
+    upload_actions = {"create"}
     permission_classes = [
         allow(read=tuple(Role), write=(Role.CLINICIAN, Role.RADIOLOGIST)),
     ]

@@ -193,6 +193,34 @@ def test_openapi_schema_and_swagger_ui_are_served(client_for):
 
 
 @pytest.mark.django_db
+def test_every_operation_documents_its_errors_and_says_what_it_does(client_for):
+    schema = client_for("clinician").get(
+        "/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json"
+    )
+    operations = {
+        (method.upper(), path): operation
+        for path, methods in schema.json()["paths"].items()
+        for method, operation in methods.items()
+    }
+
+    descriptions = [operation.get("description", "") for operation in operations.values()]
+    assert all(descriptions)
+    assert len(set(descriptions)) == len(descriptions)  # each in its own words
+    for (method, path), operation in operations.items():
+        codes = set(operation["responses"])
+        assert {"401", "403", "503"} <= codes, (method, path)
+        assert ("404" in codes) == ("{id}" in path), (method, path)
+        assert ("400" in codes) == (method == "POST"), (method, path)
+        detail = operation["responses"]["403"]["content"]["application/json"]["schema"]
+        assert detail == {"$ref": "#/components/schemas/Error"}
+    assert {"413", "415", "429"} <= set(operations["POST", "/api/scans/"]["responses"])
+    for conflicted in ["/api/scans/{id}/review/", "/api/models/{id}/promote/",
+                       "/api/models/{id}/rollback/", "/api/training-runs/"]:  # fmt: skip
+        assert "409" in operations["POST", conflicted]["responses"]
+    assert "409" not in operations["POST", "/api/tokens/"]["responses"]
+
+
+@pytest.mark.django_db
 def test_the_same_bytes_from_the_same_user_return_the_existing_scan_without_inference(
     client_for, django_capture_on_commit_callbacks
 ):

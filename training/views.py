@@ -27,15 +27,26 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = ModelVersion.objects.prefetch_related("evaluations__evaluation_set")
     serializer_class = ModelVersionSerializer
     permission_classes = [allow(read=tuple(Role))]
+    conflicts = {
+        "promote": "Refused: the gate rejected the version (the log says why; an override "
+        "reason serves it anyway), or it serves already.",
+        "rollback": "Refused: nothing served before, or the gate rejected the earlier version "
+        "(an override reason puts it back anyway).",
+    }
 
     @extend_schema(request=PromotionRequestSerializer, responses={200: PromotionLogSerializer})
     @action(detail=True, methods=["post"], permission_classes=[ML_ENGINEERS])
     def promote(self, request, pk=None):
+        """Serve this version if it passes the promotion gate (against the serving version, on
+        the original evaluation set and the newest recent block); with an override reason,
+        serve it anyway. Either way the decision is logged."""
         return self._change_serving(request, services.model_version_promote)
 
     @extend_schema(request=PromotionRequestSerializer, responses={200: PromotionLogSerializer})
     @action(detail=True, methods=["post"], permission_classes=[ML_ENGINEERS])
     def rollback(self, request, pk=None):
+        """Put back the version that served before this serving one, through the same gate;
+        an override reason puts it back anyway. The decision is logged."""
         return self._change_serving(request, services.model_version_rollback)
 
     def _change_serving(self, request, change):

@@ -1,0 +1,66 @@
+"""The OpenAPI schema's view of errors: every operation lists the error responses it can give,
+each with a body {"detail": "..."}, and says in its own words what it does."""
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+# What a generic action does, where its method has no docstring of its own.
+ACTION_DESCRIPTIONS = {
+    "list": "Lists them, 50 a page (`page` for the next).",
+    "retrieve": "One of them, by id.",
+    "create": "Creates one.",
+    "destroy": "Deletes one.",
+}
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in a sentence for people.")
+
+
+class DocumentedErrorsSchema(AutoSchema):
+    """AutoSchema plus the error responses each operation can give (those declared with
+    extend_schema win): 409s named by the view's `conflicts` {action: why}, 413 and 415 for
+    its `upload_actions`."""
+
+    def get_description(self) -> str:
+        own = super().get_description()
+        action = getattr(self.view, "action", None)
+        method = getattr(self.view, action, None) if action else None
+        if action in ACTION_DESCRIPTIONS and not (method and method.__doc__):
+            return f"{own}\n\n{ACTION_DESCRIPTIONS[action]}".strip()
+        return own
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        error = {"application/json": {"schema": self._error_reference()}}
+        for code, why in self._errors(path, method):
+            operation["responses"].setdefault(str(code), {"content": error, "description": why})
+        return operation
+
+    def _error_reference(self) -> dict:
+        return self.resolve_serializer(ErrorSerializer, "response").ref
+
+    def _errors(self, path: str, method: str) -> list[tuple[int, str]]:
+        errors = []
+        writes = method.upper() in ("POST", "PUT", "PATCH")
+        if writes:
+            errors.append((400, "The request is malformed or a field is invalid."))
+        if not any(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
+            errors.append((401, "No valid credentials: a missing, expired or revoked token."))
+            errors.append((403, "The user's role does not allow this."))
+        if "{" in path:
+            errors.append((404, "No such object, or not one this user may see."))
+        action = getattr(self.view, "action", None)
+        conflict = getattr(self.view, "conflicts", {}).get(action)
+        if conflict:
+            errors.append((409, conflict))
+        if action in getattr(self.view, "upload_actions", ()):
+            errors.append((413, "The file is larger than the service accepts."))
+            errors.append((415, "The file is not a PNG, JPEG or DICOM image it can read."))
+        if self.view.get_throttles():
+            errors.append((429, "Too many requests; try again after Retry-After seconds."))
+        errors.append((503, "A backing service (the database) is unavailable; try again."))
+        return errors
