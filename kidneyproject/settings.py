@@ -363,6 +363,9 @@ KIDNEY_RETRAIN_PARAMETERS = json.loads(env("KIDNEY_RETRAIN_PARAMETERS", "") or "
 # normal and of abnormal.
 KIDNEY_RECENT_EVALUATION_FRACTION = float(env("KIDNEY_RECENT_EVALUATION_FRACTION", "0.2"))
 KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = int(env("KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS", "20"))
+# The original evaluation set is the permanent benchmark: it is frozen only once the last
+# block holds at least this many images of each class; until then the gate does not judge.
+KIDNEY_EVALUATION_MIN_PER_CLASS = int(env("KIDNEY_EVALUATION_MIN_PER_CLASS", "50"))
 # A model version's agreement on the newest confirmed scans it predicted (drift, in the API
 # and admin) counts this many.
 KIDNEY_RECENT_AGREEMENT_WINDOW = int(env("KIDNEY_RECENT_AGREEMENT_WINDOW", "200"))

@@ -18,6 +18,7 @@ from training.models import TrainingRun
 from training.runs import training_run_create
 from training.selectors import (
     active_training_run,
+    current_evaluation_set,
     evaluation_set_entries,
     serving_model_version,
 )
@@ -67,10 +68,18 @@ def training_run_outside_evaluation_set(
     kept, held_out = block_split(
         entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
-    evaluation_set = evaluation_set_freeze(entries=held_out, source=source, actor=requested_by)
-    if not train_on_last_block:
+    evaluation_set = current_evaluation_set()
+    if evaluation_set is None and large_enough_to_freeze(class_counts(held_out)):
+        evaluation_set = evaluation_set_freeze(entries=held_out, source=source, actor=requested_by)
+    if not train_on_last_block or evaluation_set is None:
+        # Too small to freeze, the last block is still kept out: it can become part of the
+        # evaluation set once there is enough, and no candidate will have trained on it.
         entries = kept
-    evaluation_hashes = {entry.sha256 for entry in evaluation_set_entries(evaluation_set)}
+    evaluation_hashes = (
+        {entry.sha256 for entry in evaluation_set_entries(evaluation_set)}
+        if evaluation_set is not None
+        else set()
+    )
     training_entries = [entry for entry in entries if entry.sha256 not in evaluation_hashes]
     recent_set = None
     if hold_out_recent:
@@ -93,6 +102,11 @@ def training_run_outside_evaluation_set(
         enqueue=enqueue,
         recent_evaluation_set=recent_set,
     )
+
+
+def large_enough_to_freeze(counts: dict[str, int]) -> bool:
+    """Every class has at least KIDNEY_EVALUATION_MIN_PER_CLASS images."""
+    return bool(counts) and min(counts.values()) >= settings.KIDNEY_EVALUATION_MIN_PER_CLASS
 
 
 def retrain_if_enough_new_labels() -> TrainingRun | None:

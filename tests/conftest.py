@@ -36,6 +36,9 @@ os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
 # Threads (the live server's, the tests' own) must not leave connections open at teardown.
 os.environ["DATABASE_CONN_MAX_AGE"] = "0"
+# Tests train on a handful of images: their evaluation sets may be that small too (the test
+# of the minimum sets its own).
+os.environ["KIDNEY_EVALUATION_MIN_PER_CLASS"] = "1"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
 
 from django.conf import settings  # noqa: E402

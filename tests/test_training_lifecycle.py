@@ -94,6 +94,26 @@ def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_
 
 
 @pytest.mark.django_db
+def test_too_few_held_out_images_freeze_no_evaluation_set_and_the_gate_does_not_judge(
+    phantom_folder, settings
+):
+    settings.KIDNEY_EVALUATION_MIN_PER_CLASS = 5  # the folder's last block holds 4 a class
+
+    run("train", "--data", str(phantom_folder), *TINY_TRAINING)
+
+    training_run = TrainingRun.objects.get()
+    assert training_run.status == TrainingRun.Status.SUCCEEDED, training_run.error
+    assert not EvaluationSet.objects.exists()
+    assert training_run.manifest_size == 40 - 8 - 2 * 5  # the last block is still kept out
+    candidate = training_run.model_version
+    assert candidate.status == ModelVersion.Status.CANDIDATE
+    assert set(candidate.metrics["validation"]) >= {"sensitivity", "specificity", "auc"}
+    assert training_run.metrics["gate"]["passed"] is None
+    assert training_run.metrics["gate"]["detail"].startswith("Not enough to judge")
+    assert not PromotionLog.objects.exists()
+
+
+@pytest.mark.django_db
 def test_evaluate_prints_one_json_object_as_its_last_line(phantom_folder, serving_model):
     output = run("evaluate", "--data", str(phantom_folder))
 

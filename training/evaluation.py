@@ -137,7 +137,9 @@ def promotion_gate(
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
-            "No evaluation set is frozen yet: train on confirmed labels or on a folder first."
+            "Not enough to judge: no evaluation set is frozen yet. One is frozen once the last "
+            f"block of the labelled images holds {settings.KIDNEY_EVALUATION_MIN_PER_CLASS} "
+            "images of each class (KIDNEY_EVALUATION_MIN_PER_CLASS)."
         )
     candidate_report = model_version_evaluate(
         model_version=candidate, evaluation_set=evaluation_set

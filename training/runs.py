@@ -248,5 +248,7 @@ def _gate(run: TrainingRun, candidate: ModelVersion) -> None:
         logger.info("Training run %s: candidate %s %s", run.pk, candidate.label, log.decision)
     except PromotionRefused as refusal:
         logger.info("Training run %s: %s not promoted: %s", run.pk, candidate.label, refusal)
+        candidate.metrics = {**candidate.metrics, "gate": {"passed": None, "detail": str(refusal)}}
+        candidate.save(update_fields=["metrics"])
     except Exception:
         logger.exception("Training run %s: the promotion gate failed", run.pk)
