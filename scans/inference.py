@@ -240,11 +240,18 @@ def flagged_overlays(scans, batch, probabilities, model_version, predictor) -> d
 
 
 def overlays_by_scan(scans: list[Scan], heatmaps: np.ndarray) -> dict:
-    """Grad-CAM overlay PNGs, by scan id, each at its scan's size."""
+    """(Grad-CAM overlay PNG, whether it shows anything), by scan id, each at its scan's size.
+    A map without signal: no region raised P(abnormal) (a slice the model is sure is normal)."""
     return {
-        scan.pk: overlay_png(heat, scan.width, scan.height)
+        scan.pk: (overlay_png(heat, scan.width, scan.height), bool(heat.max() > 0))
         for scan, heat in zip(scans, heatmaps, strict=True)
     }
+
+
+def heatmap_save(prediction: Prediction, overlay: tuple[bytes, bool]) -> None:
+    png, signal = overlay
+    prediction.heatmap_signal = signal
+    prediction.heatmap.save(f"{prediction.scan_id}.png", ContentFile(png), save=True)
 
 
 def heatmap_compute(*, scan_id) -> None:
@@ -256,8 +263,7 @@ def heatmap_compute(*, scan_id) -> None:
     image = stored_image(scan, model_version.preprocessing_config)
     batch = to_model_batch([image.pixels], model_version.preprocessing_config)
     _, heatmaps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
-    overlay = overlay_png(heatmaps[0], scan.width, scan.height)
-    prediction.heatmap.save(f"{scan.pk}.png", ContentFile(overlay), save=True)
+    heatmap_save(prediction, overlays_by_scan([scan], heatmaps)[scan.pk])
 
 
 def _hold_for_fault_test(claimed: list[Scan]) -> None:
@@ -324,9 +330,7 @@ def predictions_store(
     )
     for prediction in predictions:
         if prediction.scan_id in overlays:
-            prediction.heatmap.save(
-                f"{prediction.scan_id}.png", ContentFile(overlays[prediction.scan_id]), save=True
-            )
+            heatmap_save(prediction, overlays[prediction.scan_id])
     Scan.objects.filter(pk__in=pending).update(
         status=Scan.Status.PREDICTED, error="", claimed_by="", claimed_at=None
     )

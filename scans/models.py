@@ -104,6 +104,11 @@ class Prediction(models.Model):
     heatmap = models.FileField(
         upload_to="heatmaps/", blank=True, help_text="Grad-CAM overlay (RGBA PNG)."
     )
+    heatmap_signal = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="False when nothing in the slice raised P(abnormal): the overlay is empty.",
+    )
     heatmap_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When the heatmap's task was sent (on request)."
     )

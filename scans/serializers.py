@@ -40,6 +40,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "threshold",
             "inference_ms",
             "batch_size",
+            "heatmap_signal",
             "created",
         ]
 

@@ -206,7 +206,10 @@ class ScanViewSet(
         if prediction is None:
             raise NotFound("The scan has no prediction yet.")
         if prediction.heatmap:
-            return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+            response = FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+            # The page says so when the overlay is empty, rather than show nothing silently.
+            response["X-Heatmap-Signal"] = "none" if prediction.heatmap_signal is False else "yes"
+            return response
         if settings.KIDNEY_GRADCAM != "always":
             services.heatmap_request(prediction=prediction)
         return Response(

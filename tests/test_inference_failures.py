@@ -172,3 +172,26 @@ def test_the_worker_explains_flagged_and_uncertain_scans_and_leaves_the_rest_to_
     assert len(sent) == 1  # its heatmap is queued the first time someone opens it
     shown = client.get(f"/api/scans/{flagged.scan_id}/heatmap.png")
     assert shown.status_code == 200
+    assert flagged.heatmap_signal is not None
+    assert shown["X-Heatmap-Signal"] == ("yes" if flagged.heatmap_signal else "none")
+
+
+@pytest.mark.django_db
+def test_an_empty_heatmap_is_served_with_a_header_that_says_it_has_no_signal(
+    client_for, serving_model
+):
+    import numpy as np
+
+    from scans.inference import heatmap_save, overlays_by_scan
+    from tests.factories import make_prediction
+
+    client = client_for("radiologist")
+    scan = make_scan(client.user, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
+    prediction = make_prediction(scan, serving_model, label="normal", stone=0.0)
+    heatmap_save(prediction, overlays_by_scan([scan], np.zeros((1, 2, 2)))[scan.pk])
+
+    response = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+
+    assert response.status_code == 200
+    assert response["X-Heatmap-Signal"] == "none"
+    assert client.get(f"/api/scans/{scan.pk}/").json()["prediction"]["heatmap_signal"] is False

@@ -89,7 +89,10 @@ async function loadHeatmap(scanId) {
     if (!current || current.id !== scanId) return;
     if (response.status === 200) {
       $("scan-heatmap").src = URL.createObjectURL(await response.blob());
-      $("heatmap-note").textContent = "";
+      $("heatmap-note").textContent =
+        response.headers.get("X-Heatmap-Signal") === "none"
+          ? "The heatmap has no signal: nothing in this slice raised P(abnormal), so the overlay is empty."
+          : "";
       return;
     }
     if (response.status !== 202) break;
