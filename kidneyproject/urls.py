@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.views import ApiTokenViewSet, session_status
 from kidneyproject.health import healthz
+from retraining.pages import models_page
 from retraining.views import ModelVersionWithAgreementViewSet, TrainingRunViewSet
 from scans.pages import review_page
 from scans.views import ReviewQueueView, ScanViewSet
@@ -22,6 +23,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("model-card/", model_card, name="model-card"),
     path("review/", review_page, name="review"),
+    path("models/", models_page, name="models"),
     path("accounts/session/", session_status, name="session-status"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

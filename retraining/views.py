@@ -12,9 +12,13 @@ from retraining.selectors import (
     model_version_recent_agreement,
 )
 from retraining.services import training_run_request
-from training.models import TrainingRun
+from training.models import PromotionLog, TrainingRun
 from training.runs import TrainingRunActive, training_run_retry
-from training.serializers import TrainingRunRequestSerializer, TrainingRunSerializer
+from training.serializers import (
+    PromotionLogSerializer,
+    TrainingRunRequestSerializer,
+    TrainingRunSerializer,
+)
 from training.views import ML_ENGINEERS, ModelVersionViewSet
 
 
@@ -72,11 +76,16 @@ class TrainingRunViewSet(
 
 class ModelVersionWithAgreementViewSet(ModelVersionViewSet):
     """Model versions; the detail adds how the version agrees with confirmed labels: all of
-    them, and the newest it predicted (`recent_agreement`: drift shows there first)."""
+    them, and the newest it predicted (`recent_agreement`: drift shows there first), and the
+    promotion decisions about it, newest first (`decisions`)."""
 
     def retrieve(self, request, *args, **kwargs):
         response = super().retrieve(request, *args, **kwargs)
         model_version = self.get_object()
         response.data["agreement"] = model_version_agreement(model_version)
         response.data["recent_agreement"] = model_version_recent_agreement(model_version)
+        decisions = PromotionLog.objects.filter(to_version=model_version).select_related(
+            "from_version", "to_version", "actor"
+        )
+        response.data["decisions"] = PromotionLogSerializer(decisions[:20], many=True).data
         return response

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from accounts.roles import Role, user_has_role
 from training.selectors import serving_model_version
@@ -13,6 +13,8 @@ from training.selectors import serving_model_version
 def review_page(request):
     """Clinicians upload and watch; radiologists also work through the review queue."""
     if not user_has_role(request.user, Role.CLINICIAN, Role.RADIOLOGIST):
+        if user_has_role(request.user, Role.ML_ENGINEER):
+            return redirect("models")  # their landing page, where `/` sends everyone
         raise PermissionDenied("The review page is for clinicians and radiologists.")
     context = {
         "classes": settings.KIDNEY_CLASSES,

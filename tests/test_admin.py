@@ -125,8 +125,8 @@ def test_staff_ml_engineers_promote_through_the_gate_from_the_admin(
     )
 
     assert response.status_code == 200
-    # No evaluation set is frozen yet: the gate refuses, and says why.
-    assert "No evaluation set is frozen yet" in response.content.decode()
+    # Not enough to judge: the gate refuses, and says why.
+    assert "Not enough to judge" in response.content.decode()
     assert not PromotionLog.objects.exists()
 
 
@@ -173,7 +173,8 @@ def test_admin_access_grants_no_role_a_staff_ml_engineer_cannot_review(client, s
     assert api.status_code == 403
     assert queue.status_code == 403
     assert admin_queue.status_code == 403
-    assert page.status_code == 403
+    assert page.status_code == 302  # to the ML engineers' own page, not the review queue
+    assert page["Location"] == "/models/"
     scan.refresh_from_db()
     assert scan.confirmed_label == ""
 

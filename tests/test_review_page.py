@@ -105,3 +105,27 @@ def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_
     assert (event.old_label, event.new_label) == ("", "stone")
     assert event.note == "focus in the left kidney"
     assert event.scan.confirmed_label == "stone"
+
+
+def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
+    browser, live_server, phantom_model
+):
+    user, _ = api_user_upsert(username="ml-ada", role=Role.ML_ENGINEER)
+    user.set_password(PASSWORD)
+    user.save()
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+
+    page.goto(f"{live_server.url}/")
+    page.fill("input[name=username]", "ml-ada")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/models/")
+    page.wait_for_selector("#version-1")
+    row = page.inner_text("#version-1")
+    assert "serving" in row
+    assert "no confirmed labels yet" in row
+    assert "bootstrap: overridden" in row
+    page.click("#start-run")
+    page.wait_for_function("document.getElementById('start-status').textContent !== ''")
+    assert "no confirmed labels" in page.inner_text("#start-status")
+    page.screenshot(path=str(SCREENSHOT.with_name("models-page.png")), full_page=True)
