@@ -117,6 +117,8 @@ class CtWindow:
 
 
 SOFT_TISSUE_WINDOW = CtWindow()
+BONE_WINDOW = CtWindow(width=1800.0, level=400.0)
+WINDOW_PRESETS = {"soft_tissue": SOFT_TISSUE_WINDOW, "bone": BONE_WINDOW}
 
 
 def is_dicom(data: bytes) -> bool:

@@ -9,14 +9,20 @@ from ml_core.preprocessing import PreprocessingConfig
 from scans.models import Scan
 
 
-def stored_image(scan: Scan, preprocessing: PreprocessingConfig | None = None) -> DecodedImage:
+def stored_image(
+    scan: Scan,
+    preprocessing: PreprocessingConfig | None = None,
+    *,
+    window: dicom.CtWindow | None = None,
+) -> DecodedImage:
     """Raises OSError when storage cannot be read, ml_core.errors.ImageDecodeError when the
-    stored bytes do not decode."""
+    stored bytes do not decode. A DICOM slice is seen through `window`, else the
+    preprocessing's, else the soft-tissue window."""
     with scan.file.open("rb") as stored:
         data = stored.read()
     return decode_image(
         data,
         max_pixels=settings.KIDNEY_MAX_IMAGE_PIXELS,
         min_side=settings.KIDNEY_MIN_IMAGE_SIDE,
-        window=preprocessing.window if preprocessing else dicom.SOFT_TISSUE_WINDOW,
+        window=window or (preprocessing.window if preprocessing else dicom.SOFT_TISSUE_WINDOW),
     )

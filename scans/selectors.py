@@ -1,9 +1,10 @@
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Abs
+from django.utils import timezone
 
 from accounts.roles import Role, user_has_role
 from accounts.services import user_organisation
-from scans.models import Scan
+from scans.models import ReviewEvent, Scan
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
@@ -26,12 +27,28 @@ def scans_filtered(scans: QuerySet[Scan], *, status: str | None, label: str | No
     return scans
 
 
-def review_queue() -> QuerySet[Scan]:
+def review_queue(
+    *, positive: bool | None = None, model_version: int | None = None, since=None
+) -> QuerySet[Scan]:
     """Predicted scans nobody has reviewed, the most uncertain first: those whose P(abnormal)
-    is closest to their version's threshold."""
+    is closest to their version's threshold. Optionally only those the model flagged (or
+    not), those a given version predicted, those predicted since a date."""
+    scans = Scan.objects.filter(status=Scan.Status.PREDICTED, confirmed_label="")
+    if positive is not None:
+        flagged = Q(prediction__abnormal_score__gte=F("prediction__threshold"))
+        scans = scans.filter(flagged if positive else ~flagged)
+    if model_version is not None:
+        scans = scans.filter(prediction__model_version__version=model_version)
+    if since is not None:
+        scans = scans.filter(prediction__created__date__gte=since)
     return (
-        Scan.objects.filter(status=Scan.Status.PREDICTED, confirmed_label="")
-        .select_related("prediction__model_version")
+        scans.select_related("prediction__model_version")
         .annotate(margin=Abs(F("prediction__abnormal_score") - F("prediction__threshold")))
         .order_by("margin", "created")
     )
+
+
+def reviews_today(user) -> int:
+    """Review events this user wrote since midnight (the server's time zone)."""
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return ReviewEvent.objects.filter(reviewer=user, created__gte=midnight).count()

@@ -81,6 +81,12 @@ class ReviewRequestSerializer(serializers.Serializer):
     )
 
 
+class ReviewUndoSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        min_value=0, help_text="The scan's review_version you read: a stale undo gets 409."
+    )
+
+
 class ReviewEventSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.username")
     model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
@@ -110,3 +116,9 @@ class ReviewQueueItemSerializer(ScanSerializer):
 
     def get_positive(self, scan: Scan) -> bool:
         return scan.prediction.abnormal_score >= scan.prediction.threshold
+
+
+class ReviewQueueFilterSerializer(serializers.Serializer):
+    positive = serializers.BooleanField(required=False, allow_null=True, default=None)
+    model_version = serializers.IntegerField(required=False, min_value=1)
+    since = serializers.DateField(required=False)

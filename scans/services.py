@@ -162,30 +162,55 @@ def scan_review(*, scan_id, reviewer, label: str, note: str = "", read_version: 
     """Confirm or relabel a scan. Every call is kept as a review event with what the model
     said; a write based on a stale read (another review came first) is refused."""
     with transaction.atomic():
-        scan = Scan.objects.select_for_update().get(pk=scan_id)
-        if scan.review_version != read_version:
-            raise StaleReview(scan.review_version)
+        scan = _scan_for_review(scan_id, read_version)
         prediction = Prediction.objects.filter(scan=scan).select_related("model_version").first()
         allowed = set(settings.KIDNEY_CLASSES) | set(
             prediction.model_version.classes if prediction else []
         )
         if label not in allowed:
             raise UnknownLabel(f"Unknown label {label!r}; one of: {', '.join(sorted(allowed))}.")
-        event = ReviewEvent.objects.create(
-            scan=scan,
-            reviewer=reviewer,
-            old_label=scan.confirmed_label,
-            new_label=label,
-            note=note,
-            model_version=prediction.model_version if prediction else None,
-            model_label=prediction.label if prediction else "",
-            model_probabilities=prediction.probabilities if prediction else None,
-        )
-        scan.confirmed_label = label
-        scan.confirmed_by = reviewer
-        scan.confirmed_at = event.created
-        scan.review_version += 1
-        scan.save(
-            update_fields=["confirmed_label", "confirmed_by", "confirmed_at", "review_version"]
-        )
+        return _review_record(scan, reviewer, label, note, prediction)
+
+
+class NothingToUndo(ValueError):
+    pass
+
+
+def scan_review_undo(*, scan_id, reviewer, read_version: int) -> ReviewEvent:
+    """Undo the scan's last review by a new review event that puts back the label it had
+    before (unreviewed: back in the queue, out of the training labels). History is never
+    edited; undoing twice undoes the undo."""
+    with transaction.atomic():
+        scan = _scan_for_review(scan_id, read_version)
+        last = scan.review_events.filter(source=ReviewEvent.Source.REVIEW).first()
+        if last is None:
+            raise NothingToUndo("This scan has no review to undo.")
+        prediction = Prediction.objects.filter(scan=scan).select_related("model_version").first()
+        note = f"Undo of the review of {last.created:%Y-%m-%d %H:%M:%S} ({last.new_label})"
+        return _review_record(scan, reviewer, last.old_label, note, prediction)
+
+
+def _scan_for_review(scan_id, read_version: int) -> Scan:
+    scan = Scan.objects.select_for_update().get(pk=scan_id)
+    if scan.review_version != read_version:
+        raise StaleReview(scan.review_version)
+    return scan
+
+
+def _review_record(scan: Scan, reviewer, label: str, note: str, prediction) -> ReviewEvent:
+    event = ReviewEvent.objects.create(
+        scan=scan,
+        reviewer=reviewer,
+        old_label=scan.confirmed_label,
+        new_label=label,
+        note=note,
+        model_version=prediction.model_version if prediction else None,
+        model_label=prediction.label if prediction else "",
+        model_probabilities=prediction.probabilities if prediction else None,
+    )
+    scan.confirmed_label = label
+    scan.confirmed_by = reviewer if label else None
+    scan.confirmed_at = event.created if label else None
+    scan.review_version += 1
+    scan.save(update_fields=["confirmed_label", "confirmed_by", "confirmed_at", "review_version"])
     return event

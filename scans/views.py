@@ -13,7 +13,9 @@ from accounts.permissions import allow
 from accounts.roles import Role
 from audit.models import AccessEvent
 from audit.services import access_record
+from kidneyproject.openapi import ErrorSerializer
 from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
+from ml_core.dicom import WINDOW_PRESETS
 from ml_core.errors import ImageDecodeError, UnsupportedEncoding
 from ml_core.images import intensity_png
 from scans import selectors, services
@@ -21,8 +23,10 @@ from scans.images import stored_image
 from scans.models import Scan
 from scans.serializers import (
     ReviewEventSerializer,
+    ReviewQueueFilterSerializer,
     ReviewQueueItemSerializer,
     ReviewRequestSerializer,
+    ReviewUndoSerializer,
     ScanAcceptedSerializer,
     ScanSerializer,
     ScanUploadSerializer,
@@ -78,7 +82,10 @@ class ScanViewSet(
 
     serializer_class = ScanSerializer
     parser_classes = [MultiPartParser, JSONParser]
-    conflicts = {"review": "Another review of this scan came first: read it again, then decide."}
+    conflicts = {
+        "review": "Another review of this scan came first: read it again, then decide.",
+        "undo_review": "Another review of this scan came first: read it again, then decide.",
+    }
     upload_actions = {"create"}
     permission_classes = [
         allow(read=tuple(Role), write=(Role.CLINICIAN, Role.RADIOLOGIST)),
@@ -185,15 +192,52 @@ class ScanViewSet(
             raise ValidationError({"label": [str(unknown)]}) from None
         return Response(ReviewEventSerializer(event).data)
 
-    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    @extend_schema(request=ReviewUndoSerializer, responses={200: ReviewEventSerializer})
+    @action(
+        detail=True, methods=["post"], url_path="undo-review", permission_classes=[RADIOLOGISTS]
+    )
+    def undo_review(self, request, pk=None):
+        """Undo the scan's last review: a new review event puts back the label it had before
+        (unreviewed: back in the queue). Send the review_version you read."""
+        scan = self.get_object()
+        body = ReviewUndoSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            event = services.scan_review_undo(
+                scan_id=scan.pk, reviewer=request.user, read_version=body.validated_data["version"]
+            )
+        except services.StaleReview as stale:
+            return Response(
+                {"detail": str(stale), "review_version": stale.current_version},
+                status=status.HTTP_409_CONFLICT,
+            )
+        except services.NothingToUndo as nothing:
+            raise ValidationError({"detail": str(nothing)}) from None
+        return Response(ReviewEventSerializer(event).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "window",
+                enum=sorted(WINDOW_PRESETS),
+                description="For a DICOM slice: the CT window it is rendered through "
+                "(default soft_tissue).",
+            )
+        ],
+        responses={(200, "image/*"): OpenApiTypes.BINARY, 400: ErrorSerializer},
+    )
     @action(detail=True, methods=["get"])
     def image(self, request, pk=None):
         """The image for viewing: a PNG or JPEG as stored; a DICOM slice rendered as PNG
-        through the soft-tissue window."""
+        through a CT window (`window`: soft_tissue, the default, or bone)."""
         scan = self.get_object()
+        preset = request.query_params.get("window", "soft_tissue")
+        if preset not in WINDOW_PRESETS:
+            raise ValidationError({"window": [f"One of: {', '.join(sorted(WINDOW_PRESETS))}."]})
         if scan.content_type != DICOM_CONTENT_TYPE:
             return FileResponse(scan.file.open("rb"), content_type=scan.content_type)
-        return HttpResponse(intensity_png(stored_image(scan).pixels), content_type="image/png")
+        pixels = stored_image(scan, window=WINDOW_PRESETS[preset]).pixels
+        return HttpResponse(intensity_png(pixels), content_type="image/png")
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 202: None, 404: None})
     # Routed in kidneyproject/urls.py: a file name takes no trailing slash, which the router
@@ -227,13 +271,29 @@ class ScanViewSet(
 
 class ReviewQueueView(generics.ListAPIView):
     """Predicted scans awaiting review, the most uncertain first; `positive` flags the ones
-    the model called abnormal."""
+    the model called abnormal. Filters: `positive` (true: flagged only), `model_version`,
+    `since` (a date: predicted on or after it). `reviewed_today` counts the caller's reviews
+    since midnight (server time), for a reader's progress."""
 
     serializer_class = ReviewQueueItemSerializer
     permission_classes = [RADIOLOGISTS]
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("positive", bool, description="true: only scans flagged abnormal"),
+            OpenApiParameter("model_version", int, description="Predicted by this version"),
+            OpenApiParameter("since", OpenApiTypes.DATE, description="Predicted on or after"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        response.data["reviewed_today"] = selectors.reviews_today(request.user)
+        return response
+
     def get_queryset(self):
-        return selectors.review_queue()
+        filters = ReviewQueueFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.review_queue(**filters.validated_data)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

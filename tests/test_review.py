@@ -107,6 +107,68 @@ def test_the_queue_lists_unreviewed_predictions_most_uncertain_first(client_for,
     assert margins == sorted(margins)
 
 
+def test_the_queue_filters_by_flag_version_and_date_and_counts_my_reviews_today(
+    client_for, predicted, serving_model
+):
+    radiologist = client_for("radiologist")
+    review(radiologist, predicted["near_yes"], "stone")
+    name_of = {str(scan.pk): name for name, scan in predicted.items()}
+
+    def names(**params):
+        body = radiologist.get("/api/review-queue/", params).json()
+        return [name_of[item["id"]] for item in body["results"]], body
+
+    flagged, body = names(positive="true")
+    assert flagged == ["nearest", "far_yes"]
+    assert body["reviewed_today"] == 1
+    assert body["count"] == 2
+    assert names(positive="false")[0] == ["near_no", "far_no"]
+    assert names(model_version=serving_model.version)[0] == ["nearest", "near_no", "far_no",
+                                                              "far_yes"]  # fmt: skip
+    assert names(model_version=serving_model.version + 1)[0] == []
+    assert names(since="2999-01-01")[0] == []
+    assert radiologist.get("/api/review-queue/", {"since": "yesterday"}).status_code == 400
+
+
+def test_undo_puts_back_the_label_before_as_a_new_event(client_for, predicted):
+    radiologist = client_for("radiologist", "dr-undo")
+    scan = predicted["nearest"]
+    review(radiologist, scan, "normal")
+
+    def undo(version=None):
+        if version is None:
+            version = radiologist.get(f"/api/scans/{scan.pk}/").json()["review_version"]
+        return radiologist.post(
+            f"/api/scans/{scan.pk}/undo-review/", {"version": version}, format="json"
+        )
+
+    undone = undo()
+
+    assert undone.status_code == 200, undone.json()
+    assert (undone.json()["old_label"], undone.json()["new_label"]) == ("normal", "")
+    assert undone.json()["note"].startswith("Undo of the review")
+    scan.refresh_from_db()
+    assert scan.confirmed_label == ""
+    assert scan.confirmed_by is None
+    queue = radiologist.get("/api/review-queue/").json()["results"]
+    assert str(scan.pk) in [item["id"] for item in queue]  # back in the queue
+    trail = radiologist.get(f"/api/scans/{scan.pk}/reviews/").json()
+    assert [event["new_label"] for event in trail] == ["", "normal"]  # history kept
+    assert undo(version=0).status_code == 409
+    assert undo().json()["new_label"] == "normal"  # undoing the undo
+    nothing = radiologist.post(
+        f"/api/scans/{predicted['far_no'].pk}/undo-review/", {"version": 0}, format="json"
+    )
+    assert nothing.status_code == 400
+    assert "no review to undo" in str(nothing.json())
+    assert (
+        client_for("clinician")
+        .post(f"/api/scans/{scan.pk}/undo-review/", {"version": 0}, format="json")
+        .status_code
+        == 403
+    )
+
+
 def test_agreement_per_model_version_counts_confirmed_labels(
     client_for, predicted, serving_model, settings
 ):
