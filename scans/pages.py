@@ -16,9 +16,23 @@ def review_page(request):
         if user_has_role(request.user, Role.ML_ENGINEER):
             return redirect("models")  # their landing page, where `/` sends everyone
         raise PermissionDenied("The review page is for clinicians and radiologists.")
+    serving = serving_model_version()
     context = {
         "classes": settings.KIDNEY_CLASSES,
         "can_review": user_has_role(request.user, Role.RADIOLOGIST),
-        "serving": serving_model_version(),
+        "serving": serving,
+        "judged": judged_on(serving),
     }
     return render(request, "scans/review.html", context)
+
+
+# Where a version's quality was measured, best first: the frozen evaluation set, the held-out
+# studies a shipped model was judged on.
+JUDGING_SETS = (("evaluation", "the evaluation set"), ("held_out", "held-out later studies"))
+
+
+def judged_on(serving) -> dict | None:
+    for key, name in JUDGING_SETS:
+        if serving is not None and serving.metrics.get(key):
+            return {"name": name, "report": serving.metrics[key]}
+    return None

@@ -1,13 +1,16 @@
 """The review page in headless Chromium: log in, upload (and the same file again), toggle the
-heatmap, skip, relabel and move on without a pause. Saves docs/images/review-page.png
-(generated, git-ignored)."""
+heatmap, skip, relabel and move on without a pause; window/level, zoom, undo, ten confirms in a
+row by keyboard, the layout from 1024 to 2560 px; the ML engineers' page. Screenshots of each
+state go to docs/images/ (generated, git-ignored)."""
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
+from scans.models import Scan
 from tests.conftest import REPO_ROOT
+from tests.factories import make_prediction, make_scan
 from tests.images import phantom_png
 
 pytestmark = [
@@ -129,3 +132,115 @@ def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
     page.wait_for_function("document.getElementById('start-status').textContent !== ''")
     assert "no confirmed labels" in page.inner_text("#start-status")
     page.screenshot(path=str(SCREENSHOT.with_name("models-page.png")), full_page=True)
+
+
+def log_in(browser, live_server, username: str, role: Role, width: int = 1280):
+    user, _ = api_user_upsert(username=username, role=role)
+    user.set_password(PASSWORD)
+    user.save()
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{live_server.url}/review/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    return user, page
+
+
+def queued_scans(model, count: int) -> list[Scan]:
+    """Predicted scans awaiting review, as the worker would leave them."""
+    uploader, _ = api_user_upsert(username="uploader", role=Role.CLINICIAN)
+    scans = []
+    for index in range(count):
+        stone = (index % 5) / 5 + 0.1
+        scan = make_scan(uploader, image=phantom_png(size=96, seed=100 + index),
+                         status=Scan.Status.PREDICTED)  # fmt: skip
+        make_prediction(scan, model, label="stone" if stone >= model.threshold else "normal",
+                        stone=stone)  # fmt: skip
+        scans.append(scan)
+    return scans
+
+
+def saved_count(page) -> int:
+    return int(page.inner_text("#progress").split()[0])
+
+
+def test_a_radiologist_adjusts_the_view_undoes_and_confirms_ten_in_a_row_by_keyboard(
+    browser, live_server, phantom_model
+):
+    scans = queued_scans(phantom_model, 12)
+    user, page = log_in(browser, live_server, "dr-keys", Role.RADIOLOGIST)
+    page.wait_for_url("**/review/")
+    page.wait_for_selector("#current:not([hidden])")
+    page.wait_for_function("document.getElementById('queue-list').children.length === 12")
+    assert page.inner_text("#progress") == "0 reviewed today, 12 waiting"
+    images = SCREENSHOT.parent
+    images.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(images / "review-queue.png"), full_page=True)
+
+    # Window/level by dragging, zoom by the wheel, r resets.
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
+    before = page.inner_text("#window-level")
+    box = page.locator("#viewer").bounding_box()
+    middle = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(*middle)
+    page.mouse.down()
+    page.mouse.move(middle[0] - 120, middle[1] + 40)
+    page.mouse.up()
+    page.mouse.wheel(0, -100)
+    adjusted = page.inner_text("#window-level")
+    page.screenshot(path=str(images / "review-window-level.png"), full_page=True)
+    page.fill("#heatmap-opacity", "30")
+    opacity = page.eval_on_selector("#scan-heatmap", "element => element.style.opacity")
+    page.click("h2")
+    page.keyboard.press("r")
+    reset = page.inner_text("#window-level")
+
+    assert before.startswith("Window 256, level 128")
+    assert adjusted.startswith("Window 136, level 88")
+    assert "zoom 1.3" in adjusted
+    assert opacity == "0.3"
+    assert reset == before
+
+    # Relabel, then undo: a new event, the scan back in the queue and on screen.
+    first = shown_scan(page)
+    page.keyboard.press("1")  # normal
+    page.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Saved')"
+    )
+    page.keyboard.press("u")
+    page.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Undone')"
+    )
+    page.screenshot(path=str(images / "review-undo.png"), full_page=True)
+    assert shown_scan(page) == first
+    trail = list(user.review_events.order_by("created").values_list("old_label", "new_label"))
+    assert trail == [("", "normal"), ("normal", "")]
+
+    # Ten confirms in a row, each the moment the previous one is saved: no forced wait.
+    for count in range(1, 11):
+        page.keyboard.press("c")
+        page.wait_for_function(
+            f"parseInt(document.getElementById('progress').textContent) === {count + 2}"
+        )
+    page.screenshot(path=str(images / "review-ten-confirmed.png"), full_page=True)
+    confirmed = Scan.objects.exclude(confirmed_label="")
+    assert confirmed.count() == 10
+    assert all(scan.confirmed_label == scan.prediction.label for scan in confirmed)
+    assert page.inner_text("#progress") == "12 reviewed today, 2 waiting"
+    assert {str(scan.pk) for scan in scans} >= {str(scan.pk) for scan in confirmed}
+
+
+@pytest.mark.parametrize("width", [1024, 2560])
+def test_the_review_workspace_fits_from_1024_to_2560_pixels(
+    browser, live_server, phantom_model, width
+):
+    queued_scans(phantom_model, 3)
+    _, page = log_in(browser, live_server, f"dr-{width}", Role.RADIOLOGIST, width=width)
+    page.wait_for_selector("#current:not([hidden])")
+
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    viewer = page.locator("#viewer").bounding_box()
+    page.screenshot(path=str(SCREENSHOT.with_name(f"review-{width}px.png")), full_page=True)
+
+    assert overflow <= 0  # nothing runs off to the side
+    assert viewer["width"] >= 300
