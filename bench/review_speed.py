@@ -14,7 +14,6 @@ Without --data the uploads are synthetic phantoms. Needs Chromium (tests/setup.s
 """
 
 import argparse
-import io
 import os
 import signal
 import statistics
@@ -24,35 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from bench.inference import upload_payloads  # noqa: E402
 from bench.stack import isolated_environment, manage  # noqa: E402
 from tests.processes import free_port, wait_until  # noqa: E402
 
 PASSWORD = "bench-review-password-1"
 CHROMIUM = os.environ.get("KIDNEY_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-def payloads(data: str | None, count: int) -> list[bytes]:
-    if data:
-        files = sorted(Path(data, "stone").glob("*.jpg"))[: count // 2]
-        files += sorted(Path(data, "normal").glob("*.jpg"))[: count - len(files)]
-        return [path.read_bytes() for path in files]
-    from PIL import Image
-
-    from ml_core.phantoms import draw_phantom
-
-    rng = np.random.default_rng(0)
-    images = []
-    for index in range(count):
-        pixels = draw_phantom(rng, size=128, with_stone=bool(index % 2))
-        output = io.BytesIO()
-        Image.fromarray((pixels * 255).astype(np.uint8)).save(output, format="PNG")
-        images.append(output.getvalue())
-    return images
 
 
 def prepare(args, environment: dict) -> str:
@@ -136,7 +116,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: healthy(base), timeout=300, interval=1, what="the service")
-        upload_all(base, token, payloads(args.data, args.scans))
+        upload_all(base, token, upload_payloads(args.data, args.scans))
         started = time.perf_counter()
         seconds = read_by_keyboard(base, args.scans)
         total = time.perf_counter() - started

@@ -39,23 +39,28 @@ def heatmap_display(page) -> str:
     return page.eval_on_selector("#scan-heatmap", "element => getComputedStyle(element).display")
 
 
+def log_in(browser, live_server, username: str, role: Role, width=1280, start="/review/"):
+    user, _ = api_user_upsert(username=username, role=role)
+    user.set_password(PASSWORD)
+    user.save()
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{live_server.url}{start}")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    return user, page
+
+
 def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_pause(
     browser, live_server, phantom_model, tmp_path
 ):
-    user, _ = api_user_upsert(username="dr-grey", role=Role.RADIOLOGIST)
-    user.set_password(PASSWORD)
-    user.save()
     uploads = []
     for seed in (4, 5):
         upload = tmp_path / f"slice-{seed}.png"
         upload.write_bytes(phantom_png(size=128, with_stone=True, seed=seed))
         uploads.append(upload)
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
 
-    page.goto(f"{live_server.url}/review/")
-    page.fill("input[name=username]", "dr-grey")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    _, page = log_in(browser, live_server, "dr-grey", Role.RADIOLOGIST)
     page.wait_for_url("**/review/")
     assert "never replace" in page.inner_text(".notice")
     assert "dicom" in page.get_attribute("#upload-file", "accept")
@@ -113,15 +118,7 @@ def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_
 def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
     browser, live_server, phantom_model
 ):
-    user, _ = api_user_upsert(username="ml-ada", role=Role.ML_ENGINEER)
-    user.set_password(PASSWORD)
-    user.save()
-    page = browser.new_page(viewport={"width": 1024, "height": 768})
-
-    page.goto(f"{live_server.url}/")
-    page.fill("input[name=username]", "ml-ada")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    _, page = log_in(browser, live_server, "ml-ada", Role.ML_ENGINEER, width=1024, start="/")
     page.wait_for_url("**/models/")
     page.wait_for_selector("#version-1")
     row = page.inner_text("#version-1")
@@ -132,18 +129,6 @@ def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
     page.wait_for_function("document.getElementById('start-status').textContent !== ''")
     assert "no confirmed labels" in page.inner_text("#start-status")
     page.screenshot(path=str(SCREENSHOT.with_name("models-page.png")), full_page=True)
-
-
-def log_in(browser, live_server, username: str, role: Role, width: int = 1280):
-    user, _ = api_user_upsert(username=username, role=role)
-    user.set_password(PASSWORD)
-    user.save()
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    page.goto(f"{live_server.url}/review/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    return user, page
 
 
 def queued_scans(model, count: int) -> list[Scan]:
