@@ -222,6 +222,7 @@ def test_the_review_workspace_fits_from_1024_to_2560_pixels(
     queued_scans(phantom_model, 3)
     _, page = log_in(browser, live_server, f"dr-{width}", Role.RADIOLOGIST, width=width)
     page.wait_for_selector("#current:not([hidden])")
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
 
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     viewer = page.locator("#viewer").bounding_box()
