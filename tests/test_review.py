@@ -246,7 +246,7 @@ def test_role_matrix(client_for, serving_model, method, path, expected, role):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("role", "expected"),
-    [("clinician", 200), ("radiologist", 200), ("ml_engineer", 403), (None, 302)],
+    [("clinician", 200), ("radiologist", 200), ("ml_engineer", 302), (None, 302)],
 )
 def test_the_review_page_is_for_clinicians_and_radiologists(client, role, expected):
     from accounts.services import api_user_upsert
@@ -259,6 +259,9 @@ def test_the_review_page_is_for_clinicians_and_radiologists(client, role, expect
     assert response.status_code == expected
     if role is None:
         assert response["Location"].startswith("/accounts/login/")
+    if role == "ml_engineer":  # to their own page, not a bare 403
+        assert response["Location"] == "/models/"
+        assert client.get("/models/").status_code == 200
     if role == "clinician":
         assert "Review queue" not in response.content.decode()  # upload only
     if role == "radiologist":
