@@ -104,6 +104,23 @@ def test_one_client_address_guessing_many_accounts_is_locked(radiologist, settin
 
 
 @pytest.mark.django_db
+def test_the_pages_own_polling_does_not_keep_a_session_alive(radiologist, settings):
+    settings.SESSION_COOKIE_AGE = 2
+    client = Client()
+    log_in(client, "dr-lock", PASSWORD)
+
+    polls = []
+    for _ in range(3):  # polling for a heatmap, past the idle time
+        polls.append(client.get("/api/review-queue/", HTTP_X_BACKGROUND="1"))
+        time.sleep(0.9)
+    after = client.get("/accounts/session/")
+
+    assert [poll.status_code for poll in polls[:2]] == [200, 200]
+    assert all("sessionid" not in poll.cookies for poll in polls)
+    assert after.status_code == 401
+
+
+@pytest.mark.django_db
 def test_a_session_ends_after_the_idle_time_and_at_browser_close(radiologist, settings):
     settings.SESSION_COOKIE_AGE = 2
     client = Client()

@@ -91,7 +91,7 @@ async function loadQueue(preferred = null) {
   drawQueueList();
   // The next scan's heatmap, asked for now, is ready by the time it is shown.
   const after = waiting.find((scan) => next && scan.id !== next.id);
-  if (after) fetch(heatmapUrl(after.id), { credentials: "same-origin" });
+  if (after) fetch(heatmapUrl(after.id), background);
 }
 
 function drawQueueList() {
@@ -247,12 +247,14 @@ $("heatmap-opacity").addEventListener("input", () => {
 // The heatmap: the slice shows at once; its overlay follows when the worker has computed it
 // (202 until then), without holding up the review.
 const heatmapUrl = (scanId) => `/api/scans/${scanId}/heatmap.png`;
+// The page's own polling: it neither restarts the idle time nor counts as activity.
+const background = { credentials: "same-origin", headers: { "X-Background": "1" } };
 
 async function loadHeatmap(scanId) {
   $("scan-heatmap").removeAttribute("src");
   $("heatmap-note").textContent = "";
   for (let attempt = 0; attempt < 60 && current && current.id === scanId; attempt += 1) {
-    const response = await fetch(heatmapUrl(scanId), { credentials: "same-origin" });
+    const response = await fetch(heatmapUrl(scanId), background);
     if (!current || current.id !== scanId) return;
     if (response.status === 200) {
       $("scan-heatmap").src = URL.createObjectURL(await response.blob());

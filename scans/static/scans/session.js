@@ -10,9 +10,11 @@
   let lastRequest = Date.now();
   let ended = false;
   const sendRequest = window.fetch.bind(window);
-  // Every request the page makes restarts the server's idle time, so it restarts ours.
+  // Every request the page makes for the user restarts the server's idle time, so it restarts
+  // ours; the page's own polling (X-Background) restarts neither.
   window.fetch = (...args) => {
-    lastRequest = Date.now();
+    const headers = (args[1] && args[1].headers) || {};
+    if (headers["X-Background"] !== "1") lastRequest = Date.now();
     return sendRequest(...args);
   };
 
