@@ -145,21 +145,3 @@ def test_bootstrap_falls_back_to_the_placeholder_where_no_model_is_shipped(tmp_p
     assert version.is_placeholder
     assert version.model_card == ""
     assert "not a medical model" in output
-
-
-def test_the_repository_ships_a_loadable_model_within_35_mb():
-    import numpy as np
-    from django.conf import settings
-
-    from ml_core.shipped import WEIGHTS_FILE, load_shipped
-
-    folder = settings.KIDNEY_SHIPPED_MODEL_DIR
-    assert (folder / WEIGHTS_FILE).stat().st_size <= 35 * 1024 * 1024
-    model, description = load_shipped(folder)
-    assert {"normal", "stone"} <= set(description["classes"])
-    assert 0.0 < description["threshold"] < 1.0
-    assert description["report"]["held_out"]["n"]["stone"] > 100
-    size = description["input_size"]
-    probabilities = model.predict(np.zeros((1, size, size, 3), np.float32), verbose=0)
-    assert probabilities.shape == (1, len(description["classes"]))
-    assert abs(float(probabilities.sum()) - 1.0) < 1e-4
