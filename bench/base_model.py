@@ -36,8 +36,9 @@ from ml_core.decision import (  # noqa: E402
     binary_report,
     choose_threshold,
 )
+from ml_core.numbers import rounded  # noqa: E402
 from ml_core.recipes import FROM_FOLDER, RETRAIN, SCANNER_AUGMENTATION  # noqa: E402
-from ml_core.shipped import load_shipped, save_shipped  # noqa: E402
+from ml_core.shipped import describe_shipped, load_shipped, save_shipped  # noqa: E402
 from ml_core.training import TrainingConfig, predict_entries, train  # noqa: E402
 
 AUGMENTATIONS = {"default": FROM_FOLDER.augmentation, "scanner": SCANNER_AUGMENTATION}
@@ -129,16 +130,6 @@ def head_on_base(folder: str, classes: tuple[str, ...]):
     return model
 
 
-def rounded(values):
-    if isinstance(values, float):
-        return round(values, 4)
-    if isinstance(values, dict):
-        return {key: rounded(value) for key, value in values.items()}
-    if isinstance(values, list):
-        return [rounded(value) for value in values]
-    return values
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="Development set: a folder per class.")
@@ -224,21 +215,22 @@ def main() -> None:
         out = Path(args.out)
         (out / "predictions.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "predictions.json").write_text(json.dumps(predictions))
-        save_shipped(trained.model, shipped_description(trained, report), out)
+        save_shipped(trained.model, description_for(trained, report), out)
         stored, _ = load_shipped(out)
         from_files = held_out_report(stored, held_out, config, trained.threshold, args)
         report["held_out_float16_storage"] = {
             key: from_files[key] for key in ("auc", "sensitivity", "specificity")
         }
-        save_shipped(trained.model, shipped_description(trained, report), out)
+        describe_shipped(out, description_for(trained, report))  # now with that score
     print(json.dumps(rounded(report)), flush=True)
 
 
-def shipped_description(trained, report: dict) -> dict:
+def description_for(trained, report: dict) -> dict:
     """What bootstrap_model registers with the shipped weights: how to use them, and the
     report that judged them (the command that made them included)."""
     return {
         "classes": list(trained.classes),
+        "input_size": trained.preprocessing.input_size,
         "threshold": trained.threshold,
         "preprocessing": trained.preprocessing.to_dict(),
         "report": rounded(report),

@@ -37,8 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from bench.stack import isolated_environment, manage  # noqa: E402
 from ml_core.precision import resolve_precision  # noqa: E402
-
-SHIPPED_MODEL_DIR = REPO_ROOT / "ml_core" / "shipped_model"
+from ml_core.shipped import SHIPPED_MODEL_DIR  # noqa: E402
 
 BATCH = 16
 

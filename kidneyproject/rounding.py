@@ -4,18 +4,7 @@
 from django.contrib import admin
 from rest_framework import serializers
 
-DIGITS = 4
-
-
-def rounded(value, digits: int = DIGITS):
-    """Floats rounded, inside dicts and lists too; everything else as it is."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {key: rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, list):
-        return [rounded(item, digits) for item in value]
-    return value
+from ml_core.numbers import rounded
 
 
 class RoundedFloatField(serializers.FloatField):

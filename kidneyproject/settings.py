@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ml_core.shipped import SHIPPED_MODEL_DIR
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -332,9 +334,7 @@ KIDNEY_STUDY_HASH_KEY = env("KIDNEY_STUDY_HASH_KEY", "") or _embedded_secret("st
 KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
 # The trained model that ships with the code (docs/model-card.md): bootstrap_model serves it
 # as the first version; where the folder holds none, it trains the phantom placeholder.
-KIDNEY_SHIPPED_MODEL_DIR = Path(
-    env("KIDNEY_SHIPPED_MODEL_DIR", str(BASE_DIR / "ml_core" / "shipped_model"))
-)
+KIDNEY_SHIPPED_MODEL_DIR = Path(env("KIDNEY_SHIPPED_MODEL_DIR", str(SHIPPED_MODEL_DIR)))
 
 # MLflow: a sqlite store in the data folder by default, a tracking server in production.
 MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI", f"sqlite:///{DATA_DIR / 'mlflow.db'}")

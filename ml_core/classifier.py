@@ -6,6 +6,7 @@ IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 MIN_INPUT_SIZE = 32  # VGG16's five poolings need at least 32 px
 POOL_LAYER = "pool"  # the base's pooled features; every layer after it is the head
+OUTPUT_LAYER = "probabilities"
 
 
 class BaseWeightsUnavailable(RuntimeError):
@@ -59,7 +60,7 @@ def build_classifier(
     features = keras.layers.BatchNormalization(name="head_norm")(features)
     hidden = keras.layers.Dense(head_units, activation="relu", name="head_dense")(features)
     hidden = keras.layers.Dropout(0.3, name="head_dropout")(hidden)
-    outputs = keras.layers.Dense(len(classes), activation="softmax", name="probabilities")(hidden)
+    outputs = keras.layers.Dense(len(classes), activation="softmax", name=OUTPUT_LAYER)(hidden)
     return keras.Model(base.input, outputs, name="kidney_ct_vgg16")
 
 

@@ -5,9 +5,10 @@ layer computes in float32). docs/benchmarks.md gives what each changes in speed 
 
 from pathlib import Path
 
+from ml_core.classifier import OUTPUT_LAYER
+
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-OUTPUT_LAYER = "probabilities"
 # CPU flags of native bfloat16 arithmetic (Intel AVX512_BF16 or AMX, AMD Zen 4 and later).
 BFLOAT16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ml_core.classifier import NO_WEIGHTS, build_classifier
 
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "shipped_model"  # the repository's
 WEIGHTS_FILE = "weights.npz"
 DESCRIPTION_FILE = "model.json"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -26,9 +27,14 @@ def save_shipped(model, description: dict, directory: str | Path) -> Path:
         fits = np.all(np.abs(weights) <= FLOAT16_MAX)
         arrays[f"w{index:03d}"] = weights.astype(np.float16 if fits else np.float32)
     np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
-    description = {**description, "input_size": int(model.input_shape[1])}
-    (directory / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2, sort_keys=True))
+    describe_shipped(directory, {**description, "input_size": int(model.input_shape[1])})
     return directory
+
+
+def describe_shipped(directory: str | Path, description: dict) -> None:
+    """(Re)write the description beside the weights, e.g. once the stored weights are scored."""
+    path = Path(directory) / DESCRIPTION_FILE
+    path.write_text(json.dumps(description, indent=2, sort_keys=True))
 
 
 def shipped_description(directory: str | Path) -> dict | None:
