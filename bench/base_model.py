@@ -39,7 +39,7 @@ from ml_core.decision import (  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
 from ml_core.recipes import FROM_FOLDER, RETRAIN, SCANNER_AUGMENTATION  # noqa: E402
 from ml_core.shipped import describe_shipped, load_shipped, save_shipped  # noqa: E402
-from ml_core.training import TrainingConfig, predict_entries, train  # noqa: E402
+from ml_core.training import TRAINING_PRECISIONS, TrainingConfig, predict_entries, train  # noqa: E402
 
 AUGMENTATIONS = {"default": FROM_FOLDER.augmentation, "scanner": SCANNER_AUGMENTATION}
 REPORTED_POSITIVE = "stone"
@@ -151,6 +151,12 @@ def main() -> None:
         help="A shipped model (e.g. trained four-way): train only a new head for --classes on "
         "its convolutional base (the RETRAIN recipe, on the same split) instead.",
     )
+    parser.add_argument(
+        "--precision",
+        choices=TRAINING_PRECISIONS,
+        default="float32",
+        help="What training computes in (bfloat16: mixed, on CPUs with native bfloat16).",
+    )
     parser.add_argument("--out", help="Write the model here as a shipped model.")
     args = parser.parse_args()
 
@@ -169,11 +175,13 @@ def main() -> None:
         augmentation=AUGMENTATIONS[args.augmentation],
         target_sensitivity=args.target_sensitivity,
         seed=args.seed,
+        precision=args.precision,
     )
     if initial_model is not None:
         config = replace(
             RETRAIN, classes=classes, input_size=args.input_size,
             target_sensitivity=args.target_sensitivity, seed=args.seed,
+            precision=args.precision,
         )  # fmt: skip
     entries = folder_manifest(args.data, sorted(set(classes) | {REPORTED_POSITIVE}))
     development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
