@@ -250,3 +250,25 @@ def test_bfloat16_and_float32_agree_on_a_tiny_trained_model():
     assert resolve_precision("float32", cpu_flags={"avx512_bf16"}) == "float32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("int8")
+
+
+def test_the_repository_ships_a_ct_model_within_its_size_with_the_report_its_card_gives():
+    from pathlib import Path
+
+    from ml_core.shipped import SHIPPED_MODEL_DIR, WEIGHTS_FILE, load_shipped
+
+    model, description = load_shipped(SHIPPED_MODEL_DIR)
+
+    assert (SHIPPED_MODEL_DIR / WEIGHTS_FILE).stat().st_size <= 35 * 2**20
+    assert description["classes"] == CLASSES
+    assert model.input_shape[1:] == (description["input_size"],) * 2 + (3,)
+    held_out = description["report"]["held_out"]
+    assert held_out["n"] == {"stone": 163, "normal": 600}
+    assert held_out["sensitivity"] >= 0.95
+    card = (Path(__file__).resolve().parent.parent / "docs" / "model-card.md").read_text()
+    assert f"{held_out['auc']:.3f}" in card
+    assert f"{description['threshold']:.3f}" in card
+    preprocessing = PreprocessingConfig(**description["preprocessing"])
+    images, _ = draw_phantom_set(4, size=64, seed=3)
+    probabilities = model.predict(to_model_batch(images, preprocessing), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
