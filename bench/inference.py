@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument(
         "--gradcam",
         choices=["flagged", "always", "on_request"],
-        default="flagged",
+        default="on_request",
         help="Which scans the worker computes a Grad-CAM heatmap for (KIDNEY_GRADCAM).",
     )
     args = parser.parse_args()

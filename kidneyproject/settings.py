@@ -320,10 +320,11 @@ KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
 # every time it is processed.
 KIDNEY_SCAN_MAX_ATTEMPTS = int(env("KIDNEY_SCAN_MAX_ATTEMPTS", "3"))
 KIDNEY_SCAN_RETRY_SECONDS = float(env("KIDNEY_SCAN_RETRY_SECONDS", "2"))
-# Grad-CAM heatmaps: "flagged" (by the worker for scans flagged abnormal or within
-# KIDNEY_GRADCAM_MARGIN of the threshold, the others on their first GET), "always" (every scan,
-# with its batch) or "on_request" (each on its first GET).
-KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "flagged")
+# Grad-CAM heatmaps: "on_request" (each on its first GET; the review page asks for the next
+# scan's while the current one is read), "flagged" (by the worker for scans flagged abnormal
+# or within KIDNEY_GRADCAM_MARGIN of the threshold, the others on their first GET) or
+# "always" (every scan, with its batch). docs/benchmarks.md gives what each costs.
+KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "on_request")
 KIDNEY_GRADCAM_MARGIN = float(env("KIDNEY_GRADCAM_MARGIN", "0.1"))
 # Test-only: a worker that claimed a batch writes this file and waits to be killed, so a fault
 # test kills it inside a batch deterministically. Empty (the default) in every deployment.

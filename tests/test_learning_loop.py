@@ -220,7 +220,13 @@ def test_upload_inference_manifest_and_heatmap_through_a_storage_without_local_p
         timeout=60,
         message="the scan to be predicted",
     )
-    heatmap = radiologist.get(f"/api/scans/{scan_id}/heatmap.png")
+    heatmap_url = f"/api/scans/{scan_id}/heatmap.png"
+    assert radiologist.get(heatmap_url).status_code == 202  # asked for on request
+    heatmap = wait_for(
+        lambda: (response := radiologist.get(heatmap_url)).status_code == 200 and response,
+        timeout=60,
+        message="the heatmap",
+    )
     image = radiologist.get(f"/api/scans/{scan_id}/image/")
     reviewed = radiologist.post(
         f"/api/scans/{scan_id}/review/",

@@ -21,14 +21,20 @@ SCREENSHOT = REPO_ROOT / "docs" / "images" / "review-page.png"
 PASSWORD = "a-long-test-password-7"
 
 
-@pytest.fixture
-def phantom_model(db):
-    """A serving model that has learned phantoms, so that its heatmap means something."""
+@pytest.fixture(scope="module")
+def phantom_trained():
+    """Trained once for the module's tests (about 25 s); each serves it as its own version."""
     from ml_core.training import train_on_phantoms
+
+    return train_on_phantoms(input_size=64, samples=400, epochs=30, target_sensitivity=0.95)
+
+
+@pytest.fixture
+def phantom_model(db, phantom_trained):
+    """A serving model that has learned phantoms, so that its heatmap means something."""
     from training.services import model_version_bootstrap
 
-    trained = train_on_phantoms(input_size=64, samples=400, epochs=30, target_sensitivity=0.95)
-    return model_version_bootstrap(trained=trained, description="phantoms").to_version
+    return model_version_bootstrap(trained=phantom_trained, description="phantoms").to_version
 
 
 def shown_scan(page) -> str:

@@ -140,8 +140,14 @@ def register(model, threshold: float) -> ModelVersion:
         )
 
 
+@pytest.fixture(scope="module")
+def phantom_trained():
+    """Trained once for the module's tests (about 20 s); each registers its own version."""
+    return train_on_phantoms(input_size=64, samples=300, epochs=30, target_sensitivity=0.9)
+
+
 @pytest.fixture
-def good_and_bad_versions(db, phantom_folder, settings):
+def good_and_bad_versions(db, phantom_folder, phantom_trained, settings):
     """A phantom-trained version and an untrained one, with an evaluation set frozen."""
     from ml_core.datasets import block_split, folder_manifest
     from training.evaluation import evaluation_set_freeze
@@ -152,8 +158,7 @@ def good_and_bad_versions(db, phantom_folder, settings):
         folder_manifest(phantom_folder, ["normal", "stone"]), fraction=0.5, gap=0
     )
     evaluation_set_freeze(entries=held_out, source="test")
-    trained = train_on_phantoms(input_size=64, samples=300, epochs=30, target_sensitivity=0.9)
-    good = register(trained.model, trained.threshold)
+    good = register(phantom_trained.model, phantom_trained.threshold)
     import keras
 
     keras.utils.set_random_seed(5)

@@ -65,9 +65,15 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
     pixels = decode_image(data, max_pixels=10**7).pixels
     expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
     np.testing.assert_allclose(probabilities, expected[0], atol=2e-4)  # the API rounds to 4
-    # The worker stored a Grad-CAM overlay the size of the upload.
-    heatmap = client.get(f"/api/scans/{body['id']}/heatmap.png")
-    assert heatmap.status_code == 200
+    # The first GET asks the worker for the Grad-CAM overlay (on request, the default); it
+    # comes the size of the upload.
+    heatmap_url = f"/api/scans/{body['id']}/heatmap.png"
+    assert client.get(heatmap_url).status_code == 202
+    heatmap = wait_for(
+        lambda: (response := client.get(heatmap_url)).status_code == 200 and response,
+        timeout=POLL_SECONDS,
+        message="the heatmap",
+    )
     assert heatmap["Content-Type"] == "image/png"
     overlay = Image.open(io.BytesIO(b"".join(heatmap.streaming_content)))
     assert (overlay.mode, overlay.size) == ("RGBA", (96, 96))
