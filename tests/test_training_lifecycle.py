@@ -53,7 +53,7 @@ def test_import_dataset_is_idempotent_by_content_and_refuses_unreadable_files(
 def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_gate(
     phantom_folder,
 ):
-    output = run("train", "--data", str(phantom_folder), *TINY_TRAINING)
+    output = run("train", "--data", str(phantom_folder), *TINY_TRAINING, "--precision", "bfloat16")
 
     training_run = TrainingRun.objects.get()
     assert training_run.status == TrainingRun.Status.SUCCEEDED, training_run.error
@@ -80,6 +80,7 @@ def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_
     client = mlflow.MlflowClient()
     recorded = client.get_run(training_run.mlflow_run_id)
     assert recorded.data.params["mode"] == "head"
+    assert recorded.data.params["precision"] == "bfloat16"
     assert [m.step for m in client.get_metric_history(recorded.info.run_id, "val_auc")] == [1, 2, 3]
     assert "validation_sensitivity" in recorded.data.metrics
     plots = {item.path for item in client.list_artifacts(recorded.info.run_id, "plots")}

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ml_core.augmentation import NO_AUGMENTATION
 from ml_core.datasets import folder_manifest
 from ml_core.recipes import FROM_FOLDER as CPU_DEFAULTS
-from ml_core.training import MODES, TrainingConfig
+from ml_core.training import MODES, TRAINING_PRECISIONS, TrainingConfig
 from retraining.services import training_run_outside_evaluation_set, training_run_request
 from training.models import PromotionLog, TrainingRun
 from training.runs import Progress, TrainingRunActive, training_run_execute
@@ -60,6 +60,13 @@ class Command(BaseCommand):
             help="CT window WIDTH/LEVEL in Hounsfield units for DICOM input (default soft "
             "tissue, %(default)s); stored with the version.",
         )
+        parser.add_argument(
+            "--precision",
+            choices=TRAINING_PRECISIONS,
+            default=CPU_DEFAULTS.precision,
+            help="What training computes in: bfloat16 (mixed, float32 weights) is about 2.8x "
+            "faster on CPUs with native bfloat16 (docs/model-card.md).",
+        )
         parser.add_argument("--no-augmentation", action="store_true")
         parser.add_argument(
             "--warm-start",
@@ -95,6 +102,7 @@ class Command(BaseCommand):
                 seed=options["seed"],
                 window_width=window_width,
                 window_level=window_level,
+                precision=options["precision"],
             )
             run = self._create_run(options, config)
         except (ValueError, FileNotFoundError) as error:
