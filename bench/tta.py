@@ -1,0 +1,80 @@
+"""Test-time augmentation on a shipped model: each slice scored as the mean of itself and its
+left-right mirror, against the plain score, stone against normal on the held-out block
+(bench/base_model.py's split), each with its threshold chosen the same way on the validation
+block (the highest that keeps sensitivity >= --target-sensitivity there).
+
+    .venv/bin/python bench/tta.py --data ../shared/data/kidney-ct
+
+The last line printed is the report as one JSON object.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from bench.base_model import REPORTED_POSITIVE, stone_report  # noqa: E402
+from ml_core.batches import load_intensity  # noqa: E402
+from ml_core.datasets import block_split, folder_manifest  # noqa: E402
+from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold  # noqa: E402
+from ml_core.numbers import rounded  # noqa: E402
+from ml_core.precision import resolve_precision, with_precision  # noqa: E402
+from ml_core.preprocessing import PreprocessingConfig, normalise  # noqa: E402
+from ml_core.shipped import SHIPPED_MODEL_DIR, load_shipped  # noqa: E402
+
+BATCH = 64
+
+
+def abnormal(model, entries, preprocessing, classes, *, mirrored: bool) -> np.ndarray:
+    outputs = []
+    for start in range(0, len(entries), BATCH):
+        pixels = [load_intensity(entry.path, preprocessing) for entry in entries[start:][:BATCH]]
+        batch = normalise(np.stack(pixels), preprocessing)
+        probabilities = np.asarray(model.predict_on_batch(batch))
+        if mirrored:
+            probabilities = (
+                probabilities + np.asarray(model.predict_on_batch(batch[:, :, ::-1]))
+            ) / 2
+        outputs.append(probabilities)
+    return abnormal_scores(np.concatenate(outputs), classes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default=str(SHIPPED_MODEL_DIR))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument("--gap", type=int, default=5)
+    parser.add_argument("--validation", type=float, default=0.15)
+    parser.add_argument("--validation-gap", type=int, default=100)
+    parser.add_argument("--target-sensitivity", type=float, default=0.95)
+    args = parser.parse_args()
+
+    model, description = load_shipped(args.model)
+    model = with_precision(model, resolve_precision(args.precision))
+    classes = description["classes"]
+    preprocessing = PreprocessingConfig.from_dict(description["preprocessing"])
+    entries = folder_manifest(args.data, [NEGATIVE_CLASS, REPORTED_POSITIVE])
+    development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
+    _, validation = block_split(development, fraction=args.validation, gap=args.validation_gap)
+    positive = np.array([entry.label == REPORTED_POSITIVE for entry in validation])
+    labels = np.array([entry.label for entry in held_out])
+
+    report = {}
+    for name, mirrored in (("plain", False), ("mirror_mean", True)):
+        scores = abnormal(model, validation, preprocessing, classes, mirrored=mirrored)
+        threshold = choose_threshold(positive, scores, args.target_sensitivity)
+        held_out_scores = abnormal(model, held_out, preprocessing, classes, mirrored=mirrored)
+        report[name] = {"threshold": threshold,
+                        **stone_report(labels, held_out_scores, threshold)}  # fmt: skip
+        print(f"{name}: {json.dumps(rounded(report[name]))}", flush=True)
+    print(json.dumps(rounded(report)))
+
+
+if __name__ == "__main__":
+    main()
