@@ -14,8 +14,10 @@ from ml_core.preprocessing import PreprocessingConfig, normalise
 
 
 def base_identity(extractor, config: PreprocessingConfig) -> str:
-    """Changes whenever the base's weights or the preprocessing change."""
+    """Changes whenever the base's weights, the preprocessing or the precision it computes
+    in change."""
     digest = hashlib.sha256(repr(sorted(config.to_dict().items())).encode())
+    digest.update(repr(sorted({layer.compute_dtype for layer in extractor.layers})).encode())
     for weights in extractor.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
     return digest.hexdigest()[:24]
@@ -42,7 +44,9 @@ def extract_features(
     for start in range(0, len(missing), batch_size):
         rows = missing[start : start + batch_size]
         batch = normalise(np.stack([load_intensity(entries[r].path, config) for r in rows]), config)
-        for row, vector in zip(rows, np.asarray(extractor.predict_on_batch(batch)), strict=True):
+        # float32 whatever the extractor computes in: a bfloat16 array would not load back.
+        vectors = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
+        for row, vector in zip(rows, vectors, strict=True):
             features[row] = vector
             if folder is not None and entries[row].sha256:
                 _save_whole(folder / f"{entries[row].sha256}.npy", vector)

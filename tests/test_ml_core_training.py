@@ -189,6 +189,34 @@ def test_head_training_reuses_cached_features(phantom_folder, tmp_path):
     assert cached["confusion_matrix"] == report["confusion_matrix"]
 
 
+def test_features_cached_in_bfloat16_are_float32_and_kept_apart_from_float32_ones(
+    phantom_folder, tmp_path
+):
+    from ml_core.classifier import split_at_features
+    from ml_core.precision import with_precision
+
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])[:8]
+    model = build_classifier(["normal", "stone"], 32, "none")
+    preprocessing = TrainingConfig(**TINY).preprocessing
+    reduced, _ = split_at_features(with_precision(model, "bfloat16"))
+    full, _ = split_at_features(model)
+
+    features, computed = extract_features(
+        reduced, entries, preprocessing, batch_size=4, cache_dir=tmp_path
+    )
+    again, reused = extract_features(
+        reduced, entries, preprocessing, batch_size=4, cache_dir=tmp_path
+    )
+    exact, computed_in_float32 = extract_features(
+        full, entries, preprocessing, batch_size=4, cache_dir=tmp_path
+    )
+
+    assert (computed, reused, computed_in_float32) == (8, 0, 8)
+    assert features.dtype == again.dtype == exact.dtype == np.float32
+    np.testing.assert_array_equal(features, again)
+    np.testing.assert_allclose(features, exact, atol=0.1 * np.abs(exact).max())
+
+
 def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
     import keras
 
