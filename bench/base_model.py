@@ -38,12 +38,25 @@ from ml_core.decision import (  # noqa: E402
 )
 from ml_core.numbers import rounded  # noqa: E402
 from ml_core.recipes import FROM_FOLDER, RETRAIN, SCANNER_AUGMENTATION  # noqa: E402
-from ml_core.shipped import describe_shipped, load_shipped, save_shipped  # noqa: E402
+from ml_core.shipped import (  # noqa: E402
+    SHIPPED_MODEL_DIR,
+    describe_shipped,
+    load_shipped,
+    save_shipped,
+)
 from ml_core.training import TRAINING_PRECISIONS, TrainingConfig, predict_entries, train  # noqa: E402
 
 AUGMENTATIONS = {"default": FROM_FOLDER.augmentation, "scanner": SCANNER_AUGMENTATION}
 REPORTED_POSITIVE = "stone"
 OPERATING_SENSITIVITY = 0.95
+
+
+def scored_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench that scores a shipped model on this module's held-out block."""
+    parser.add_argument("--data", required=True, help="Development set: a folder per class.")
+    parser.add_argument("--model", default=str(SHIPPED_MODEL_DIR))
+    parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument("--gap", type=int, default=5)
 
 
 def stone_report(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:

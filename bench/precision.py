@@ -19,23 +19,24 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from bench.base_model import REPORTED_POSITIVE, stone_report  # noqa: E402
+from bench.base_model import (  # noqa: E402
+    REPORTED_POSITIVE,
+    scored_model_arguments,
+    stone_report,
+)
 from ml_core.datasets import block_split, folder_manifest  # noqa: E402
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
 from ml_core.precision import with_precision  # noqa: E402
 from ml_core.preprocessing import PreprocessingConfig  # noqa: E402
-from ml_core.shipped import SHIPPED_MODEL_DIR, load_shipped  # noqa: E402
+from ml_core.shipped import load_shipped  # noqa: E402
 from ml_core.training import predict_entries  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", default=str(SHIPPED_MODEL_DIR))
+    scored_model_arguments(parser)
     parser.add_argument("--precisions", default="bfloat16")
-    parser.add_argument("--held-out", type=float, default=0.2)
-    parser.add_argument("--gap", type=int, default=5)
     args = parser.parse_args()
 
     model, description = load_shipped(args.model)

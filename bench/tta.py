@@ -17,14 +17,18 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from bench.base_model import REPORTED_POSITIVE, stone_report  # noqa: E402
+from bench.base_model import (  # noqa: E402
+    REPORTED_POSITIVE,
+    scored_model_arguments,
+    stone_report,
+)
 from ml_core.batches import load_intensity  # noqa: E402
 from ml_core.datasets import block_split, folder_manifest  # noqa: E402
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
 from ml_core.precision import resolve_precision, with_precision  # noqa: E402
 from ml_core.preprocessing import PreprocessingConfig, normalise  # noqa: E402
-from ml_core.shipped import SHIPPED_MODEL_DIR, load_shipped  # noqa: E402
+from ml_core.shipped import load_shipped  # noqa: E402
 
 BATCH = 64
 
@@ -45,11 +49,8 @@ def abnormal(model, entries, preprocessing, classes, *, mirrored: bool) -> np.nd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", default=str(SHIPPED_MODEL_DIR))
+    scored_model_arguments(parser)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--held-out", type=float, default=0.2)
-    parser.add_argument("--gap", type=int, default=5)
     parser.add_argument("--validation", type=float, default=0.15)
     parser.add_argument("--validation-gap", type=int, default=100)
     parser.add_argument("--target-sensitivity", type=float, default=0.95)
