@@ -33,18 +33,22 @@ from ml_core.shipped import load_shipped  # noqa: E402
 BATCH = 64
 
 
-def abnormal(model, entries, preprocessing, classes, *, mirrored: bool) -> np.ndarray:
-    outputs = []
+def plain_and_mirrored(model, entries, preprocessing, classes) -> dict[str, np.ndarray]:
+    """P(abnormal) of each slice as it is, and the mean of it and its mirror image; each
+    image is read once."""
+    plain, mirrored = [], []
     for start in range(0, len(entries), BATCH):
-        pixels = [load_intensity(entry.path, preprocessing) for entry in entries[start:][:BATCH]]
+        pixels = [
+            load_intensity(entry.path, preprocessing) for entry in entries[start : start + BATCH]
+        ]
         batch = normalise(np.stack(pixels), preprocessing)
-        probabilities = np.asarray(model.predict_on_batch(batch))
-        if mirrored:
-            probabilities = (
-                probabilities + np.asarray(model.predict_on_batch(batch[:, :, ::-1]))
-            ) / 2
-        outputs.append(probabilities)
-    return abnormal_scores(np.concatenate(outputs), classes)
+        plain.append(np.asarray(model.predict_on_batch(batch)))
+        mirrored.append(np.asarray(model.predict_on_batch(batch[:, :, ::-1])))
+    plain = np.concatenate(plain)
+    return {
+        "plain": abnormal_scores(plain, classes),
+        "mirror_mean": abnormal_scores((plain + np.concatenate(mirrored)) / 2, classes),
+    }
 
 
 def main() -> None:
@@ -66,13 +70,13 @@ def main() -> None:
     positive = np.array([entry.label == REPORTED_POSITIVE for entry in validation])
     labels = np.array([entry.label for entry in held_out])
 
+    validation_scores = plain_and_mirrored(model, validation, preprocessing, classes)
+    held_out_scores = plain_and_mirrored(model, held_out, preprocessing, classes)
     report = {}
-    for name, mirrored in (("plain", False), ("mirror_mean", True)):
-        scores = abnormal(model, validation, preprocessing, classes, mirrored=mirrored)
+    for name, scores in validation_scores.items():
         threshold = choose_threshold(positive, scores, args.target_sensitivity)
-        held_out_scores = abnormal(model, held_out, preprocessing, classes, mirrored=mirrored)
         report[name] = {"threshold": threshold,
-                        **stone_report(labels, held_out_scores, threshold)}  # fmt: skip
+                        **stone_report(labels, held_out_scores[name], threshold)}  # fmt: skip
         print(f"{name}: {json.dumps(rounded(report[name]))}", flush=True)
     print(json.dumps(rounded(report)))
 

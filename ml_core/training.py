@@ -15,11 +15,11 @@ from ml_core.datasets import LabelledImage, class_counts
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold, evaluation_report
 from ml_core.feature_cache import extract_features
 from ml_core.phantoms import PHANTOM_CLASSES, draw_phantom_set
-from ml_core.precision import with_precision
+from ml_core.precision import POLICIES, with_precision
 from ml_core.preprocessing import PreprocessingConfig, normalise, to_model_batch
 
 MODES = ("head", "finetune", "full")
-TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")
+TRAINING_PRECISIONS = tuple(POLICIES)  # what fit() can compute in; "auto" is for serving
 VGG16_BLOCKS = ("block5", "block4", "block3", "block2", "block1")
 EpochCallback = Callable[[int, dict], None]
 
