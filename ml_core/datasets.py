@@ -56,18 +56,24 @@ def _acquisition_key(path: Path) -> tuple:
 
 
 def block_split(
-    entries: list[LabelledImage], *, fraction: float, gap: int
+    entries: list[LabelledImage],
+    *,
+    fraction: float,
+    gap: int,
+    at_most: dict[str, int] | None = None,
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
-    """(kept, held out): per class, the last `fraction` by acquisition order is held out and
-    the `gap` images just before it are dropped; a study with any held-out slice is held out
-    whole."""
+    """(kept, held out): per class, the last `fraction` by acquisition order (or, with
+    `at_most`, no more than at_most[label] of it) is held out and the `gap` images just
+    before it are dropped; a study with any held-out slice is held out whole."""
     by_class = defaultdict(list)
     for entry in entries:
         by_class[entry.label].append(entry)
     kept, held = [], []
-    for members in by_class.values():
+    for label, members in by_class.items():
         members.sort(key=lambda entry: entry.order)
         held_count = round(fraction * len(members))
+        if at_most is not None:
+            held_count = min(held_count, at_most.get(label, 0))
         if held_count == 0:
             kept += members
             continue

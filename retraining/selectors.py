@@ -3,7 +3,7 @@ version's predictions agree with them."""
 
 import numpy as np
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from ml_core.datasets import LabelledImage
 from ml_core.decision import NEGATIVE_CLASS, label_agreement, roc_auc
@@ -34,10 +34,20 @@ def confirmed_label_entries(classes: list[str]) -> list[LabelledImage]:
     ]
 
 
-def new_confirmed_labels_count() -> int:
+def new_confirmed_labels() -> QuerySet[Scan]:
+    """The labels confirmed since the last training run was requested."""
     last = last_training_run()
     scans = confirmed_scans()
-    return scans.filter(confirmed_at__gt=last.created).count() if last else scans.count()
+    return scans.filter(confirmed_at__gt=last.created) if last else scans
+
+
+def new_confirmed_label_counts() -> dict[str, int]:
+    return dict(
+        new_confirmed_labels()
+        .values_list("confirmed_label")
+        .annotate(count=Count("id"))
+        .values_list("confirmed_label", "count")
+    )
 
 
 def label_training_parameters() -> dict:

@@ -7,7 +7,8 @@ from ml_core.datasets import LabelledImage, block_split, class_counts
 from retraining.selectors import (
     confirmed_label_entries,
     label_training_parameters,
-    new_confirmed_labels_count,
+    new_confirmed_label_counts,
+    new_confirmed_labels,
 )
 from training.evaluation import (
     enough_to_judge,
@@ -44,8 +45,9 @@ def training_run_request(
         requested_by=requested_by,
         enqueue=enqueue,
         train_on_last_block=True,
-        # A recent block judges a candidate against the version it would replace.
-        hold_out_recent=serving_model_version() is not None,
+        # The labels that are new since the last run judge a candidate against the version
+        # it would replace: what neither of them has trained on.
+        recent_counts=new_confirmed_label_counts() if serving_model_version() else None,
     )
 
 
@@ -56,15 +58,19 @@ def training_run_outside_evaluation_set(
     source: str,
     trigger: str,
     train_on_last_block: bool,
-    hold_out_recent: bool = False,
+    recent_counts: dict[str, int] | None = None,
     requested_by=None,
     enqueue: bool = True,
 ) -> TrainingRun:
     """A run on these images less the evaluation set. Their last block (per class, in
     acquisition order, after a gap) becomes the evaluation set unless one is frozen already.
     A folder's own last block and gap are never trained on (train_on_last_block=False).
-    With hold_out_recent, the newest block of what remains (and its gap) is held out too and
-    judges the candidate, once it is large enough to judge; else everything is trained on."""
+    With recent_counts (per class, the labels new since the last run), the newest block of
+    what remains (and its gap) is held out too and judges the candidate, once it is large
+    enough to judge; else everything is trained on. The block holds the new labels, at least
+    KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS of each class and at most
+    KIDNEY_RECENT_EVALUATION_FRACTION of it: so each run trains on the block that judged the
+    run before it, and the newest data are never more than one run away from training."""
     kept, held_out = block_split(
         entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
@@ -82,11 +88,16 @@ def training_run_outside_evaluation_set(
     )
     training_entries = [entry for entry in entries if entry.sha256 not in evaluation_hashes]
     recent_set = None
-    if hold_out_recent:
+    if recent_counts is not None:
+        minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
         older, newest = block_split(
             training_entries,
             fraction=settings.KIDNEY_RECENT_EVALUATION_FRACTION,
             gap=settings.KIDNEY_SPLIT_GAP,
+            at_most={
+                label: max(minimum, recent_counts.get(label, 0))
+                for label in class_counts(training_entries)
+            },
         )
         if enough_to_judge(class_counts(newest)):
             recent_set = recent_evaluation_set_freeze(
@@ -113,6 +124,6 @@ def retrain_if_enough_new_labels() -> TrainingRun | None:
     """celery beat's retrain check: a run once enough labels arrived since the last run."""
     if active_training_run() is not None:
         return None
-    if new_confirmed_labels_count() < settings.KIDNEY_RETRAIN_MIN_NEW_LABELS:
+    if new_confirmed_labels().count() < settings.KIDNEY_RETRAIN_MIN_NEW_LABELS:
         return None
     return training_run_request(trigger=TrainingRun.Trigger.SCHEDULE)

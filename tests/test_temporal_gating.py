@@ -139,3 +139,45 @@ def test_retraining_holds_the_newest_labels_out_and_never_trains_on_what_judges_
         entries=[LabelledImage(**values) for values in recent.entries], source="the same block"
     )
     assert again == recent  # the same block is the same set
+
+
+@pytest.mark.django_db
+def test_the_recent_block_is_what_is_new_since_the_last_run_and_the_next_run_trains_on_it(
+    client_for, serving_model, settings
+):
+    from django.utils import timezone
+
+    settings.KIDNEY_SPLIT_GAP = 2
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
+    user = client_for("radiologist").user
+
+    def confirm(count: int, first_seed: int) -> list[Scan]:
+        return [
+            make_scan(
+                user,
+                image=phantom_png(size=32, with_stone=bool(index % 2), seed=first_seed + index),
+                status=Scan.Status.IMPORTED,
+                confirmed_label="stone" if index % 2 else "normal",
+                confirmed_at=timezone.now(),
+            )
+            for index in range(count)
+        ]
+
+    confirm(200, 0)
+    first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
+    new = confirm(16, 1000)  # 8 of each class since the first run
+
+    second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+
+    # A fraction of everything (0.2 of each class) would hold out older labels too; the
+    # block is the new labels, so what judged the first run is trained on by the second.
+    assert second.recent_evaluation_set.class_counts == {"normal": 8, "stone": 8}
+    judged_by = {entry["sha256"] for entry in second.recent_evaluation_set.entries}
+    assert judged_by == {scan.sha256 for scan in new}
+    trained_on = {entry.sha256 for entry in manifest_load(second.manifest_digest)}
+    judged_first = {entry["sha256"] for entry in first.recent_evaluation_set.entries}
+    assert len(judged_first) == 2 * 16  # 0.2 of each class's 80 outside the original set
+    # All of it but the gap before the new block, in each class.
+    assert len(judged_first - trained_on) == 2 * settings.KIDNEY_SPLIT_GAP
+    assert not trained_on & judged_by
