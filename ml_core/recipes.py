@@ -17,6 +17,7 @@ FROM_FOLDER = TrainingConfig(
     max_minutes=26.0,
     learning_rate_schedule="cosine",
     augmentation=Augmentation(contrast=0.2, brightness=0.05),
+    precision="auto",
 )
 
 # Stronger variation for a base meant to hold up on other studies and scanners: larger warps,

@@ -15,11 +15,11 @@ from ml_core.datasets import LabelledImage, class_counts
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold, evaluation_report
 from ml_core.feature_cache import extract_features
 from ml_core.phantoms import PHANTOM_CLASSES, draw_phantom_set
-from ml_core.precision import POLICIES, with_precision
+from ml_core.precision import PRECISIONS, resolve_precision, with_precision
 from ml_core.preprocessing import PreprocessingConfig, normalise, to_model_batch
 
 MODES = ("head", "finetune", "full")
-TRAINING_PRECISIONS = tuple(POLICIES)  # what fit() can compute in; "auto" is for serving
+TRAINING_PRECISIONS = PRECISIONS
 VGG16_BLOCKS = ("block5", "block4", "block3", "block2", "block1")
 EpochCallback = Callable[[int, dict], None]
 
@@ -47,7 +47,8 @@ class TrainingConfig:
     window_width: float = 400.0  # the CT window for DICOM input, in Hounsfield units
     window_level: float = 40.0
     # The arithmetic fit() computes in: "bfloat16" (mixed: float32 weights) runs about 2.8x
-    # faster on CPUs with native bfloat16; the returned model always computes in float32.
+    # faster on CPUs with native bfloat16, "auto" picks it there (ml_core.precision); the
+    # returned model always computes in float32.
     precision: str = "float32"
 
     def __post_init__(self):
@@ -130,7 +131,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     model = prepare_model(config, initial_model)
     # Mixed precision keeps float32 weights: the trained copy's weights are the model's.
-    computing = with_precision(model, config.precision)
+    computing = with_precision(model, resolve_precision(config.precision))
     plan = fit_plan(config, computing, train_entries, validation_entries, feature_cache_dir)
     validation_positive = np.array([entry.label != NEGATIVE_CLASS for entry in validation_entries])
     history = fit(

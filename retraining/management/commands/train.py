@@ -65,7 +65,8 @@ class Command(BaseCommand):
             choices=TRAINING_PRECISIONS,
             default=CPU_DEFAULTS.precision,
             help="What training computes in: bfloat16 (mixed, float32 weights) is about 2.8x "
-            "faster on CPUs with native bfloat16 (docs/model-card.md).",
+            "faster on CPUs with native bfloat16 (docs/model-card.md); auto (the default) "
+            "picks it there, float16 on a GPU, float32 elsewhere.",
         )
         parser.add_argument("--no-augmentation", action="store_true")
         parser.add_argument(
