@@ -109,21 +109,32 @@ def test_decision_uses_the_threshold_on_p_abnormal():
     np.testing.assert_allclose(abnormal_scores(np.array([[0.7, 0.2, 0.1]]), classes), [0.3])
 
 
-def test_threshold_is_the_highest_that_reaches_the_target_sensitivity():
+def test_threshold_reaches_the_target_sensitivity_halfway_to_the_normals_below():
     is_positive = np.array([1] * 20 + [0] * 5, dtype=bool)
-    scores = np.concatenate([np.linspace(0.05, 1.0, 20), np.full(5, 0.5)])
+    scores = np.concatenate([np.linspace(0.05, 1.0, 20), [0.02], np.full(4, 0.5)])
 
     threshold = choose_threshold(is_positive, scores, target_sensitivity=0.95)
     report = binary_report(is_positive, scores, threshold)
 
-    assert threshold == pytest.approx(0.1)
+    # 19 of 20 stones score 0.1 or more; the highest normal below that scores 0.02.
+    assert threshold == pytest.approx((0.1 + 0.02) / 2)
     assert report["sensitivity"] == 0.95
     assert report["confusion"] == {
         "true_positive": 19,
         "false_negative": 1,
-        "true_negative": 0,
-        "false_positive": 5,
+        "true_negative": 1,
+        "false_positive": 4,
     }
+
+
+def test_a_cleanly_separated_block_gets_a_threshold_between_the_classes_not_on_the_stones():
+    is_positive = np.array([1] * 20 + [0] * 20, dtype=bool)
+    scores = np.concatenate([np.ones(20), np.linspace(0.0, 0.3, 20)])
+
+    threshold = choose_threshold(is_positive, scores, target_sensitivity=0.95)
+
+    assert threshold == pytest.approx(0.65)
+    assert binary_report(is_positive, scores, threshold)["specificity"] == 1.0
 
 
 def test_roc_auc_counts_ties_as_half():

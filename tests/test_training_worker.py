@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 
+from ml_core.recipes import RETRAIN
 from tests.conftest import wait_for
 from tests.images import write_phantom_folder
 from training.models import ModelVersion, TrainingRun
@@ -42,7 +43,7 @@ def test_a_training_run_through_the_worker_records_mlflow_and_a_candidate(
 
     assert body["status"] == "succeeded", body["error"]
     assert body["progress"] == 1.0
-    assert body["parameters"]["warm_start_from"] == serving_model.version  # head retraining
+    assert body["parameters"]["warm_start_from"] == serving_model.version
     assert len(body["history"]) >= 1
     candidate = ModelVersion.objects.get(version=body["model_version"])
     assert candidate.mlflow_run_id == body["mlflow_run_id"]
@@ -50,7 +51,7 @@ def test_a_training_run_through_the_worker_records_mlflow_and_a_candidate(
 
     recorded = _mlflow().MlflowClient().get_run(body["mlflow_run_id"])
     assert recorded.info.status == "FINISHED"
-    assert recorded.data.params["mode"] == "head"
+    assert recorded.data.params["mode"] == RETRAIN.mode
     assert "evaluation_auc" in recorded.data.metrics
 
 
