@@ -31,9 +31,10 @@ def choose_threshold(is_positive: np.ndarray, scores: np.ndarray, target_sensiti
     """The threshold halfway between the positive score at which sensitivity reaches the
     target and the highest negative score below it (or 0): on these scores the same
     specificity as the highest threshold that reaches the target, and at least its
-    sensitivity, without sitting on the edge of the positives. On the next studies stones score a little lower than on validation, and
-    a model that separates the validation block cleanly would otherwise get a threshold that
-    misses them (replay G in docs/benchmarks.md: 1.0 exactly)."""
+    sensitivity, without sitting on the edge of the positives. On the next studies stones
+    score a little lower than on validation, and a model that separates the validation block
+    cleanly would otherwise get a threshold that misses them (replay G in
+    docs/benchmarks.md: 1.0 exactly)."""
     is_positive = np.asarray(is_positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     positive_scores = np.sort(scores[is_positive])[::-1]
