@@ -67,6 +67,9 @@ class TrainingTracker:
         numbers.pop("epoch", None)
         self.mlflow.log_metrics(numbers, step=epoch)
 
+    def log_metrics(self, values: dict[str, float]) -> None:
+        self.mlflow.log_metrics({key: float(value) for key, value in values.items()})
+
     def log_report(self, prefix: str, report: dict) -> None:
         """Scalar metrics under `prefix_`, the whole report as JSON, and its plots."""
         scalars = {
