@@ -16,7 +16,7 @@ from ml_core.datasets import (
     manifest_to_json,
 )
 from ml_core.feature_cache import extract_features
-from ml_core.training import TrainingConfig, evaluate, set_trainable, train
+from ml_core.training import TrainingConfig, evaluate, set_trainable, train, training_loss
 from tests.images import write_phantom_folder
 
 TINY = {"input_size": 32, "batch_size": 16, "epochs": 2, "augmentation": NO_AUGMENTATION}
@@ -358,3 +358,27 @@ def test_report_plots_of_a_one_class_block_say_so_instead_of_failing(labels):
     assert report["auc"] is None
     assert roc.startswith(b"\x89PNG")
     assert confusion.startswith(b"\x89PNG")
+
+
+def test_smoothed_labels_put_the_best_score_below_one_and_the_model_still_saves(
+    phantom_folder, tmp_path
+):
+    import keras
+
+    loss = training_loss(0.2, 2)  # targets 0.9 and 0.1
+    stone = np.array([1])
+
+    def at(score: float) -> float:
+        return float(keras.ops.convert_to_numpy(loss(stone, np.array([[1 - score, score]])))[0])
+
+    assert at(0.9) < at(0.99) < at(0.9999)  # confidence past the target costs
+    assert at(0.9) < at(0.5)
+    assert training_loss(0.0, 2) == "sparse_categorical_crossentropy"
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainingConfig(label_smoothing=1.0)
+
+    entries = folder_manifest(phantom_folder, ["normal", "stone"])
+    kept, validation = block_split(entries, fraction=0.25, gap=1)
+    trained = train(TrainingConfig(mode="full", label_smoothing=0.2, **TINY), kept, validation)
+    trained.model.save(tmp_path / "smoothed.keras")
+    keras.models.load_model(tmp_path / "smoothed.keras", compile=False)

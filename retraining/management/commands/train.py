@@ -48,6 +48,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--finetune-blocks", type=int, default=CPU_DEFAULTS.finetune_blocks)
         parser.add_argument(
+            "--label-smoothing",
+            type=float,
+            default=CPU_DEFAULTS.label_smoothing,
+            help="Train towards 1 - s/2 and s/2 instead of 1 and 0 (0: off).",
+        )
+        parser.add_argument(
             "--target-sensitivity",
             type=float,
             default=settings.KIDNEY_TARGET_SENSITIVITY,
@@ -104,6 +110,7 @@ class Command(BaseCommand):
                 window_width=window_width,
                 window_level=window_level,
                 precision=options["precision"],
+                label_smoothing=options["label_smoothing"],
             )
             run = self._create_run(options, config)
         except (ValueError, FileNotFoundError) as error:
