@@ -131,9 +131,9 @@ def promotion_gate(
     recent_set: EvaluationSet | None = None,
 ) -> dict:
     """Both versions on the original evaluation set and, where it can judge, on the recent
-    one. The candidate passes when, on each set, its sensitivity is at least the floor and its
-    AUC not worse than the serving version's by more than the margin, and its AUC on the
-    original set is at least the minimum."""
+    one. The candidate passes when, on each set, its sensitivity and specificity are at least
+    their floors and its AUC not worse than the serving version's by more than the margin,
+    and its AUC on the original set is at least the minimum."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
@@ -188,12 +188,19 @@ def _serving_report(serving, candidate, evaluation_set) -> dict | None:
 
 def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix: str) -> dict:
     floor = settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR
+    specificity_floor = settings.KIDNEY_PROMOTION_SPECIFICITY_FLOOR
     margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
     sensitivity = report["sensitivity"] or 0.0
+    specificity = report["specificity"] or 0.0
     checks = {
         f"{prefix}sensitivity_floor": {
             "value": sensitivity, "floor": floor, "passed": sensitivity >= floor,
-        }
+        },
+        # Sensitivity first, but a threshold that flags most normal scans triages nothing.
+        f"{prefix}specificity_floor": {
+            "value": specificity, "floor": specificity_floor,
+            "passed": specificity >= specificity_floor,
+        },
     }  # fmt: skip
     if serving_report is not None:
         candidate_auc, serving_auc = report["auc"] or 0.0, serving_report["auc"] or 0.0
