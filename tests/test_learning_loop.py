@@ -53,6 +53,7 @@ def registry(settings):
 @pytest.fixture
 def lenient_gate(settings):
     settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR = 0.0
+    settings.KIDNEY_PROMOTION_SPECIFICITY_FLOOR = 0.0
     settings.KIDNEY_PROMOTION_MIN_AUC = 0.0
     settings.KIDNEY_PROMOTION_AUC_MARGIN = 1.0
 
