@@ -25,6 +25,9 @@ def entries(prefix: str, per_class: int) -> list[LabelledImage]:
     ]
 
 
+ARTIFACT_FIELDS = ("classes", "input_size", "preprocessing", "threshold", "artifact")
+
+
 @pytest.fixture
 def versions(db, tiny_model_artifact, settings):
     """A serving version and two candidates, with their reports on an original and a recent
@@ -86,13 +89,41 @@ def test_worse_on_recent_studies_is_rejected_however_good_on_the_original_set(cl
 
 
 def test_the_sensitivity_floor_applies_on_recent_studies_too(client_for, versions, settings):
-    _, adapted, _, _, _ = versions
+    serving, adapted, _, _, recent = versions
     settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR = 0.975  # adapted: 0.97 on recent studies
+    ModelEvaluation.objects.filter(model_version=serving, evaluation_set=recent).update(
+        report=report(0.70, 0.98)
+    )
 
     response = client_for("ml_engineer").post(f"/api/models/{adapted.pk}/promote/")
 
     assert response.status_code == 409
-    assert response.json()["gate"]["checks"]["recent_sensitivity_floor"]["passed"] is False
+    assert response.json()["gate"]["checks"]["recent_sensitivity_floor"] == {
+        "value": 0.97, "floor": 0.975, "serving": 0.98, "passed": False,
+    }  # fmt: skip
+
+
+def test_below_the_floor_itself_the_serving_version_gives_way_to_one_that_misses_fewer(
+    client_for, versions, settings
+):
+    _, adapted, _, original, recent = versions
+    settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR = 0.99  # serving: 0.95 on recent studies
+    engineer = client_for("ml_engineer")
+    losing = ModelVersion.objects.create(
+        version=4, status="candidate", **{f: getattr(adapted, f) for f in ARTIFACT_FIELDS}
+    )
+    for evaluation_set, values in ((original, report(0.9, 0.99)), (recent, report(0.9, 0.9))):
+        ModelEvaluation.objects.create(
+            model_version=losing, evaluation_set=evaluation_set, report=values
+        )
+
+    refused = engineer.post(f"/api/models/{losing.pk}/promote/")
+    promoted = engineer.post(f"/api/models/{adapted.pk}/promote/")
+
+    assert refused.status_code == 409  # 0.90 on recent studies against the serving 0.95
+    assert refused.json()["gate"]["checks"]["recent_sensitivity_floor"]["passed"] is False
+    assert promoted.status_code == 200, promoted.json()  # 0.97 against 0.95: fewer missed
+    assert promoted.json()["gate"]["checks"]["recent_sensitivity_floor"]["serving"] == 0.95
 
 
 def test_a_recent_set_too_small_to_judge_is_recorded_and_left_out(client_for, versions, settings):

@@ -131,9 +131,10 @@ def promotion_gate(
     recent_set: EvaluationSet | None = None,
 ) -> dict:
     """Both versions on the original evaluation set and, where it can judge, on the recent
-    one. The candidate passes when, on each set, its sensitivity and specificity are at least
-    their floors and its AUC not worse than the serving version's by more than the margin,
-    and its AUC on the original set is at least the minimum."""
+    one. The candidate passes when, on each set, its sensitivity is at least the floor (or, where
+    the serving version is below the floor, at least the serving version's), its specificity
+    at least its floor and its AUC not worse than the serving version's by more than the
+    margin, and its AUC on the original set is at least the minimum."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
@@ -192,9 +193,14 @@ def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix
     margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
     sensitivity = report["sensitivity"] or 0.0
     specificity = report["specificity"] or 0.0
+    serving_sensitivity = serving_report.get("sensitivity") if serving_report else None
+    # Where the serving version is below the floor itself, the candidate must not lose
+    # sensitivity against it: refusing one that misses fewer stones keeps one that misses more.
+    required = floor if serving_sensitivity is None else min(floor, serving_sensitivity)
     checks = {
         f"{prefix}sensitivity_floor": {
-            "value": sensitivity, "floor": floor, "passed": sensitivity >= floor,
+            "value": sensitivity, "floor": floor, "serving": serving_sensitivity,
+            "passed": sensitivity >= required,
         },
         # Sensitivity first, but a threshold that flags most normal scans triages nothing.
         f"{prefix}specificity_floor": {
