@@ -51,9 +51,9 @@ def new_confirmed_label_counts() -> dict[str, int]:
 
 
 def label_training_parameters() -> dict:
-    """Retraining on new labels: the serving model trained further (ml_core.recipes RETRAIN,
-    with KIDNEY_RETRAIN_PARAMETERS over it); from scratch (FROM_FOLDER) when nothing serves
-    yet."""
+    """Retraining on new labels: a new head on the serving model's base (ml_core.recipes
+    RETRAIN, with KIDNEY_RETRAIN_PARAMETERS over it), with cached features, so that it costs
+    little; from scratch (FROM_FOLDER) when nothing serves yet."""
     serving = serving_model_version()
     if serving is None:
         return {**FROM_FOLDER.to_dict(), "classes": list(settings.KIDNEY_CLASSES)}
