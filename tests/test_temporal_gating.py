@@ -17,6 +17,22 @@ def report(auc: float, sensitivity: float, specificity: float = 0.8) -> dict:
     return {"auc": auc, "sensitivity": sensitivity, "specificity": specificity, "threshold": 0.5}
 
 
+def confirm_labels(user, count: int, *, first_seed: int = 0) -> list[Scan]:
+    """Uploaded and confirmed scans, normal and stone in turn, in upload order."""
+    from django.utils import timezone
+
+    return [
+        make_scan(
+            user,
+            image=phantom_png(size=32, with_stone=bool(index % 2), seed=first_seed + index),
+            status=Scan.Status.IMPORTED,
+            confirmed_label="stone" if index % 2 else "normal",
+            confirmed_at=timezone.now(),
+        )
+        for index in range(count)
+    ]
+
+
 def entries(prefix: str, per_class: int) -> list[LabelledImage]:
     return [
         LabelledImage(f"storage:{prefix}{label}{i}.png", label, i, sha256=f"{prefix}{label}{i}")
@@ -142,19 +158,9 @@ def test_a_recent_set_too_small_to_judge_is_recorded_and_left_out(client_for, ve
 def test_retraining_holds_the_newest_labels_out_and_never_trains_on_what_judges_it(
     client_for, serving_model, settings
 ):
-    from django.utils import timezone
-
     settings.KIDNEY_SPLIT_GAP = 2
     settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
-    user = client_for("radiologist").user
-    for index in range(120):
-        make_scan(
-            user,
-            image=phantom_png(size=32, with_stone=bool(index % 2), seed=index),
-            status=Scan.Status.IMPORTED,
-            confirmed_label="stone" if index % 2 else "normal",
-            confirmed_at=timezone.now(),
-        )
+    confirm_labels(client_for("radiologist").user, 120)
 
     run = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
 
@@ -193,28 +199,13 @@ def test_a_threshold_that_flags_most_normal_scans_is_rejected_however_sensitive(
 def test_the_recent_block_is_what_is_new_since_the_last_run_and_the_next_run_trains_on_it(
     client_for, serving_model, settings
 ):
-    from django.utils import timezone
-
     settings.KIDNEY_SPLIT_GAP = 2
     settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
     user = client_for("radiologist").user
-
-    def confirm(count: int, first_seed: int) -> list[Scan]:
-        return [
-            make_scan(
-                user,
-                image=phantom_png(size=32, with_stone=bool(index % 2), seed=first_seed + index),
-                status=Scan.Status.IMPORTED,
-                confirmed_label="stone" if index % 2 else "normal",
-                confirmed_at=timezone.now(),
-            )
-            for index in range(count)
-        ]
-
-    confirm(200, 0)
+    confirm_labels(user, 200)
     first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
     TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
-    new = confirm(16, 1000)  # 8 of each class since the first run
+    new = confirm_labels(user, 16, first_seed=1000)  # 8 of each class since the first run
 
     second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
 
