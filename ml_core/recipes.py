@@ -18,6 +18,10 @@ FROM_FOLDER = TrainingConfig(
     learning_rate_schedule="cosine",
     augmentation=Augmentation(contrast=0.2, brightness=0.05),
     precision="auto",
+    # Replay K against J's frozen model (docs/benchmarks.md): the same model but for 0.1 ranked
+    # the next studies better (ROC AUC 0.892 against 0.864 over the stream, 0.945 against
+    # 0.907 on its last quarter).
+    label_smoothing=0.1,
 )
 
 # Stronger variation for a base meant to hold up on other studies and scanners: larger warps,
