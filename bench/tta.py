@@ -1,7 +1,7 @@
 """Test-time augmentation on a shipped model: each slice scored as the mean of itself and its
 left-right mirror, against the plain score, stone against normal on the held-out block
 (bench/base_model.py's split), each with its threshold chosen the same way on the validation
-block (the highest that keeps sensitivity >= --target-sensitivity there).
+block (ml_core.decision.choose_threshold for --target-sensitivity there).
 
     .venv/bin/python bench/tta.py --data ../shared/data/kidney-ct
 

@@ -324,18 +324,27 @@ def evaluate(
     *,
     feature_cache_dir: Path | None = None,
 ) -> dict:
-    """Sensitivity-first report of a model on labelled images at its stored threshold. With
-    a feature cache, images whose features under this model's base are cached (a head
-    retrained on an unchanged base) only go through the head."""
-    if feature_cache_dir is None:
-        probabilities = predict_entries(model, entries, preprocessing)
-    else:
-        extractor, head = split_at_features(model)
-        features, _ = extract_features(
-            extractor, entries, preprocessing, batch_size=32, cache_dir=feature_cache_dir
-        )
-        probabilities = np.asarray(head.predict(features, verbose=0))
+    """Sensitivity-first report of a model on labelled images at its stored threshold."""
+    probabilities = predict_through_cache(model, entries, preprocessing, feature_cache_dir)
     return evaluation_report([entry.label for entry in entries], probabilities, classes, threshold)
+
+
+def predict_through_cache(
+    model,
+    entries: list[LabelledImage],
+    preprocessing: PreprocessingConfig,
+    feature_cache_dir: Path | None,
+) -> np.ndarray:
+    """(n, classes) probabilities. With a feature cache, images whose features under this
+    model's base are cached (a head retrained on an unchanged base) only go through the head,
+    and the others' features are cached for the next pass."""
+    if feature_cache_dir is None:
+        return predict_entries(model, entries, preprocessing)
+    extractor, head = split_at_features(model)
+    features, _ = extract_features(
+        extractor, entries, preprocessing, batch_size=32, cache_dir=feature_cache_dir
+    )
+    return np.asarray(head.predict(features, verbose=0))
 
 
 def training_loss(label_smoothing: float, class_count: int):

@@ -245,15 +245,16 @@ def _threshold_for_recent_studies(
     the next. The recent block still judges the candidate's ranking (ROC AUC,
     threshold-free) against the serving version."""
     from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold
-    from ml_core.training import predict_entries
+    from ml_core.training import predict_through_cache
 
     if run.recent_evaluation_set is None:
         return
     entries = files.local_entries(
         [e for e in evaluation_set_entries(run.recent_evaluation_set) if e.label in config.classes]
     )
-    probabilities = predict_entries(
-        trained.model, entries, trained.preprocessing, config.batch_size
+    # Through the feature cache, so that the gate's evaluation on the same block reads them.
+    probabilities = predict_through_cache(
+        trained.model, entries, trained.preprocessing, settings.KIDNEY_FEATURE_CACHE_DIR
     )
     is_positive = np.concatenate(
         [trained.validation_positive, [entry.label != NEGATIVE_CLASS for entry in entries]]
