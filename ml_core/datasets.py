@@ -85,6 +85,29 @@ def block_split(
     return kept, held + moved
 
 
+def without_neighbours(
+    entries: list[LabelledImage], held_out: set[str], *, gap: int
+) -> list[LabelledImage]:
+    """The entries that may be trained on beside a set held out (by sha256) from anywhere in
+    acquisition order: per class, the set's members and the `gap` images on either side of
+    each are left out, and so is every slice of a study the set holds a slice of."""
+    held_groups = {entry.group for entry in entries if entry.group and entry.sha256 in held_out}
+    by_class = defaultdict(list)
+    for entry in entries:
+        by_class[entry.label].append(entry)
+    near = set()
+    for members in by_class.values():
+        members.sort(key=lambda entry: entry.order)
+        for position, entry in enumerate(members):
+            if entry.sha256 in held_out:
+                near.update(id(m) for m in members[max(0, position - gap) : position + gap + 1])
+    return [
+        entry
+        for entry in entries
+        if id(entry) not in near and not (entry.group and entry.group in held_groups)
+    ]
+
+
 def manifest_to_json(entries: list[LabelledImage]) -> str:
     return json.dumps([asdict(entry) for entry in entries], sort_keys=True)
 

@@ -3,7 +3,7 @@ version's predictions agree with them."""
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
 from ml_core.datasets import LabelledImage
 from ml_core.decision import NEGATIVE_CLASS, label_agreement, roc_auc
@@ -41,13 +41,8 @@ def new_confirmed_labels() -> QuerySet[Scan]:
     return scans.filter(confirmed_at__gt=last.created) if last else scans
 
 
-def new_confirmed_label_counts() -> dict[str, int]:
-    return dict(
-        new_confirmed_labels()
-        .values_list("confirmed_label")
-        .annotate(count=Count("id"))
-        .values_list("confirmed_label", "count")
-    )
+def new_confirmed_label_hashes() -> set[str]:
+    return set(new_confirmed_labels().values_list("sha256", flat=True))
 
 
 def label_training_parameters() -> dict:

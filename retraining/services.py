@@ -3,11 +3,11 @@ first time it is needed, and never trained on."""
 
 from django.conf import settings
 
-from ml_core.datasets import LabelledImage, block_split, class_counts
+from ml_core.datasets import LabelledImage, block_split, class_counts, without_neighbours
 from retraining.selectors import (
     confirmed_label_entries,
     label_training_parameters,
-    new_confirmed_label_counts,
+    new_confirmed_label_hashes,
     new_confirmed_labels,
 )
 from training.evaluation import (
@@ -47,7 +47,7 @@ def training_run_request(
         train_on_last_block=True,
         # The labels that are new since the last run judge a candidate against the version
         # it would replace: what neither of them has trained on.
-        recent_counts=new_confirmed_label_counts() if serving_model_version() else None,
+        recent=new_confirmed_label_hashes() if serving_model_version() else None,
     )
 
 
@@ -58,16 +58,17 @@ def training_run_outside_evaluation_set(
     source: str,
     trigger: str,
     train_on_last_block: bool,
-    recent_counts: dict[str, int] | None = None,
+    recent: set[str] | None = None,
     requested_by=None,
     enqueue: bool = True,
 ) -> TrainingRun:
     """A run on these images less the evaluation set. Their last block (per class, in
     acquisition order, after a gap) becomes the evaluation set unless one is frozen already.
     A folder's own last block and gap are never trained on (train_on_last_block=False).
-    With recent_counts (per class, the labels new since the last run), the newest block of
-    what remains (and its gap) is held out too and judges the candidate, once it is large
-    enough to judge; else everything is trained on. The block holds the new labels, at least
+    The evaluation set and the gap on either side of it are never trained on. With recent
+    (the sha256s of the labels new since the last run), the newest block of what remains (and
+    its gap) is held out too and judges the candidate, once it is large enough to judge; else
+    everything is trained on. The block is as many as the new labels, at least
     KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS of each class and at most
     KIDNEY_RECENT_EVALUATION_FRACTION of it: so each run trains on the block that judged the
     run before it, and the newest data are never more than one run away from training."""
@@ -86,10 +87,16 @@ def training_run_outside_evaluation_set(
         if evaluation_set is not None
         else set()
     )
-    training_entries = [entry for entry in entries if entry.sha256 not in evaluation_hashes]
+    # Labels confirmed after the set was frozen follow it in acquisition order: neighbouring
+    # slices on either side are near-copies of it, and would let a candidate learn the set.
+    training_entries = without_neighbours(entries, evaluation_hashes, gap=settings.KIDNEY_SPLIT_GAP)
     recent_set = None
-    if recent_counts is not None:
+    if recent is not None:
         minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+        # Counted among what may be trained on: new labels beside the evaluation set are not.
+        recent_counts = class_counts(
+            [entry for entry in training_entries if entry.sha256 in recent]
+        )
         older, newest = block_split(
             training_entries,
             fraction=settings.KIDNEY_RECENT_EVALUATION_FRACTION,

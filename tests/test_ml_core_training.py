@@ -14,6 +14,7 @@ from ml_core.datasets import (
     manifest_digest,
     manifest_from_json,
     manifest_to_json,
+    without_neighbours,
 )
 from ml_core.feature_cache import extract_features
 from ml_core.training import TrainingConfig, evaluate, set_trainable, train, training_loss
@@ -54,6 +55,28 @@ def test_block_split_holds_out_the_last_block_with_a_gap_and_keeps_studies_whole
     held_studies = {entry.group for entry in held if entry.label == "stone"}
     assert held_studies == {"study4"}
     assert not any(entry.group in held_studies for entry in kept)
+
+
+def test_without_neighbours_leaves_out_a_held_set_with_its_gap_on_both_sides_and_its_studies():
+    entries = [LabelledImage(f"n{i}", "normal", i, sha256=f"n{i}") for i in range(20)]
+    entries += [
+        LabelledImage(f"s{i}", "stone", i, group=f"study{i // 4}", sha256=f"s{i}")
+        for i in range(20)
+    ]
+    held_out = {"n8", "n9", "n10", "s9"}
+
+    kept = without_neighbours(entries, held_out, gap=2)
+
+    assert [entry.order for entry in kept if entry.label == "normal"] == [
+        *range(6),
+        *range(13, 20),
+    ]
+    # s9's gap reaches s7 and s11, its study is s8 to s11: the gap counts from the held slice.
+    assert [entry.order for entry in kept if entry.label == "stone"] == [
+        *range(7),
+        *range(12, 20),
+    ]
+    assert kept == [entry for entry in entries if entry in kept]  # in the order given
 
 
 def test_augmentation_warps_training_images_and_can_be_off():

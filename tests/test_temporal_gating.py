@@ -167,11 +167,12 @@ def test_retraining_holds_the_newest_labels_out_and_never_trains_on_what_judges_
     original = EvaluationSet.objects.get(kind="original")
     recent = run.recent_evaluation_set
     assert recent.kind == "recent"
-    assert recent.class_counts == {"normal": 10, "stone": 10}  # 20% of the 48 + 48 left
+    # 20% of the 46 + 46 left outside the original set and its gap.
+    assert recent.class_counts == {"normal": 9, "stone": 9}
     trained_on = {entry.sha256 for entry in manifest_load(run.manifest_digest)}
     judged_by = {entry["sha256"] for entry in original.entries + recent.entries}
     assert not trained_on & judged_by
-    assert run.manifest_size == 120 - 24 - 20 - 2 * 2  # less both sets and the gap
+    assert run.manifest_size == 120 - 24 - 18 - 2 * 2 * 2  # less both sets and their gaps
     again = recent_evaluation_set_freeze(
         entries=[LabelledImage(**values) for values in recent.entries], source="the same block"
     )
@@ -205,20 +206,23 @@ def test_the_recent_block_is_what_is_new_since_the_last_run_and_the_next_run_tra
     confirm_labels(user, 200)
     first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
     TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
-    new = confirm_labels(user, 16, first_seed=1000)  # 8 of each class since the first run
+    gap = settings.KIDNEY_SPLIT_GAP
+    new = confirm_labels(user, 16 + 2 * gap, first_seed=1000)  # 8 + gap of each class
 
     second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
 
     # A fraction of everything (0.2 of each class) would hold out older labels too; the
-    # block is the new labels, so what judged the first run is trained on by the second.
+    # block is the new labels, so what judged the first run is trained on by the second. The
+    # first `gap` new labels of each class lie beside the original set: never trained on,
+    # they do not judge either.
     assert second.recent_evaluation_set.class_counts == {"normal": 8, "stone": 8}
     judged_by = {entry["sha256"] for entry in second.recent_evaluation_set.entries}
-    assert judged_by == {scan.sha256 for scan in new}
+    assert judged_by == {scan.sha256 for scan in new[2 * gap :]}
     trained_on = {entry.sha256 for entry in manifest_load(second.manifest_digest)}
     judged_first = {entry["sha256"] for entry in first.recent_evaluation_set.entries}
-    assert len(judged_first) == 2 * 16  # 0.2 of each class's 80 outside the original set
+    assert len(judged_first) == 2 * 16  # 0.2 of each class's 78 outside the original set
     # All of it but the gap before the new block, in each class.
-    assert len(judged_first - trained_on) == 2 * settings.KIDNEY_SPLIT_GAP
+    assert len(judged_first - trained_on) == 2 * gap
     assert not trained_on & judged_by
 
 
@@ -250,3 +254,37 @@ def test_a_candidate_threshold_reaches_the_target_on_the_newest_studies_too(
     recent_sensitivity = gate["candidate"]["recent_report"]["sensitivity"]
     assert (1 - recent_sensitivity) * recent_stones <= missed_at_most + 1e-9
     assert gate["candidate"]["report"]["threshold"] == candidate.threshold
+
+
+@pytest.mark.django_db
+def test_labels_beside_the_original_set_are_never_trained_on_on_either_side(
+    client_for, serving_model, settings
+):
+    settings.KIDNEY_SPLIT_GAP = 3
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
+    user = client_for("radiologist").user
+    confirm_labels(user, 120)
+    first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
+    confirm_labels(user, 100, first_seed=1000)  # acquired after the set, next to it
+
+    second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+
+    trained_on = {entry.sha256 for entry in manifest_load(second.manifest_digest)}
+    judged_by = {entry["sha256"] for entry in EvaluationSet.objects.get(kind="original").entries}
+    gap = settings.KIDNEY_SPLIT_GAP
+    for label in ("normal", "stone"):
+        in_order = list(
+            Scan.objects.filter(confirmed_label=label)
+            .order_by("created", "id")
+            .values_list("sha256", flat=True)
+        )
+        positions = [i for i, sha256 in enumerate(in_order) if sha256 in judged_by]
+        first_held, last_held = min(positions), max(positions)
+        assert last_held < len(in_order) - gap - 1  # the set is in the middle now
+        beside = (
+            in_order[first_held - gap : first_held] + in_order[last_held + 1 : last_held + 1 + gap]
+        )
+        assert not trained_on & set(beside)
+        assert in_order[first_held - gap - 1] in trained_on
+        assert in_order[last_held + gap + 1] in trained_on
