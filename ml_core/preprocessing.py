@@ -13,8 +13,10 @@ from ml_core.dicom import CtWindow
 VGG16_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 # "vgg16" matches ImageNet weights; "unit" maps intensity to [-1, 1], which a randomly
-# initialised network trains from far more easily than from ImageNet-scaled values.
-NORMALISATIONS = ("vgg16", "unit")
+# initialised network trains from far more easily than from ImageNet-scaled values;
+# "standard" scales each image to mean 0 and standard deviation 1, so that a study exported
+# brighter or with more contrast gives the network the same input.
+NORMALISATIONS = ("vgg16", "unit", "standard")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ def normalise(intensity: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
     channels = np.repeat(intensity[..., np.newaxis], 3, axis=-1).astype(np.float32)
     if config.normalisation == "unit":
         return channels * 2.0 - 1.0
+    if config.normalisation == "standard":
+        axes = (-3, -2, -1)
+        spread = np.maximum(channels.std(axis=axes, keepdims=True), 1e-3)
+        return (channels - channels.mean(axis=axes, keepdims=True)) / spread
     return channels * 255.0 - VGG16_BGR_MEANS
 
 

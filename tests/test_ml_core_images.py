@@ -119,6 +119,19 @@ def test_preprocessing_matches_keras_vgg16_preprocess_input():
     np.testing.assert_allclose(ours, preprocess_input(rgb.copy()), atol=1e-3)
 
 
+def test_standard_normalisation_gives_a_brighter_or_flatter_export_the_same_input():
+    pixels = np.random.default_rng(0).random((32, 32)).astype(np.float32) * 0.6 + 0.2
+    config = PreprocessingConfig(input_size=32, normalisation="standard")
+
+    ours = to_model_batch([pixels, pixels * 0.5 + 0.3], config)
+
+    np.testing.assert_allclose(ours[0], ours[1], atol=1e-4)
+    np.testing.assert_allclose(ours[0].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ours[0].std(), 1.0, atol=1e-4)
+    flat = to_model_input(np.full((32, 32), 0.4, np.float32), config)
+    np.testing.assert_allclose(flat, 0.0, atol=1e-3)  # a blank image stays finite
+
+
 def test_preprocessing_resizes_any_input_to_the_model_size():
     config = PreprocessingConfig.from_dict({"input_size": 32, "resample": "bicubic"})
     images = [np.zeros((50, 70), np.float32), np.ones((224, 224), np.float32)]

@@ -53,7 +53,10 @@ def test_import_dataset_is_idempotent_by_content_and_refuses_unreadable_files(
 def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_gate(
     phantom_folder,
 ):
-    output = run("train", "--data", str(phantom_folder), *TINY_TRAINING, "--precision", "bfloat16")
+    output = run(
+        "train", "--data", str(phantom_folder), *TINY_TRAINING,
+        "--precision", "bfloat16", "--normalisation", "standard",
+    )  # fmt: skip
 
     training_run = TrainingRun.objects.get()
     assert training_run.status == TrainingRun.Status.SUCCEEDED, training_run.error
@@ -62,6 +65,7 @@ def test_train_on_a_folder_records_mlflow_registers_a_candidate_and_applies_the_
     assert "epoch 3" in output
     candidate = training_run.model_version
     assert candidate.input_size == 32
+    assert candidate.preprocessing_config.normalisation == "standard"  # served as trained
     assert set(candidate.metrics) == {"validation", "evaluation"}
     # The last 20% of each class by file number is frozen as the evaluation set.
     evaluation_set = EvaluationSet.objects.get()

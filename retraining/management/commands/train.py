@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml_core.augmentation import NO_AUGMENTATION
 from ml_core.datasets import folder_manifest
+from ml_core.preprocessing import NORMALISATIONS
 from ml_core.recipes import FROM_FOLDER as CPU_DEFAULTS
 from ml_core.training import MODES, TRAINING_PRECISIONS, TrainingConfig
 from retraining.services import training_run_outside_evaluation_set, training_run_request
@@ -74,6 +75,13 @@ class Command(BaseCommand):
             "faster on CPUs with native bfloat16 (docs/model-card.md); auto (the default) "
             "picks it there, float16 on a GPU, float32 elsewhere.",
         )
+        parser.add_argument(
+            "--normalisation",
+            choices=NORMALISATIONS,
+            default=CPU_DEFAULTS.normalisation or None,
+            help="How intensities become network input (default: unit for a random base, "
+            "vgg16 for ImageNet weights; standard: each image to mean 0, deviation 1).",
+        )
         parser.add_argument("--no-augmentation", action="store_true")
         parser.add_argument(
             "--warm-start",
@@ -111,6 +119,7 @@ class Command(BaseCommand):
                 window_level=window_level,
                 precision=options["precision"],
                 label_smoothing=options["label_smoothing"],
+                normalisation=options["normalisation"] or "",
             )
             run = self._create_run(options, config)
         except (ValueError, FileNotFoundError) as error:
