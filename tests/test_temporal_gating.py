@@ -33,6 +33,17 @@ def confirm_labels(user, count: int, *, first_seed: int = 0) -> list[Scan]:
     ]
 
 
+def runs_before_and_after_new_labels(user, *, before: int, after: int):
+    """A training run on `before` confirmed labels (then finished), `after` more labels, and
+    the next run: (first run, new scans, second run)."""
+    confirm_labels(user, before)
+    first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
+    new = confirm_labels(user, after, first_seed=1000)
+    second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    return first, new, second
+
+
 def entries(prefix: str, per_class: int) -> list[LabelledImage]:
     return [
         LabelledImage(f"storage:{prefix}{label}{i}.png", label, i, sha256=f"{prefix}{label}{i}")
@@ -202,14 +213,13 @@ def test_the_recent_block_is_what_is_new_since_the_last_run_and_the_next_run_tra
 ):
     settings.KIDNEY_SPLIT_GAP = 2
     settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
-    user = client_for("radiologist").user
-    confirm_labels(user, 200)
-    first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
-    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
     gap = settings.KIDNEY_SPLIT_GAP
-    new = confirm_labels(user, 16 + 2 * gap, first_seed=1000)  # 8 + gap of each class
 
-    second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    first, new, second = runs_before_and_after_new_labels(
+        client_for("radiologist").user,
+        before=200,
+        after=16 + 2 * gap,  # 8 + gap a class
+    )
 
     # A fraction of everything (0.2 of each class) would hold out older labels too; the
     # block is the new labels, so what judged the first run is trained on by the second. The
@@ -262,13 +272,10 @@ def test_labels_beside_the_original_set_are_never_trained_on_on_either_side(
 ):
     settings.KIDNEY_SPLIT_GAP = 3
     settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 5
-    user = client_for("radiologist").user
-    confirm_labels(user, 120)
-    first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
-    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
-    confirm_labels(user, 100, first_seed=1000)  # acquired after the set, next to it
-
-    second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    # The second run's labels are acquired after the set the first one froze, next to it.
+    _, _, second = runs_before_and_after_new_labels(
+        client_for("radiologist").user, before=120, after=100
+    )
 
     trained_on = {entry.sha256 for entry in manifest_load(second.manifest_digest)}
     judged_by = {entry["sha256"] for entry in EvaluationSet.objects.get(kind="original").entries}
