@@ -153,6 +153,33 @@ def test_below_the_floor_itself_the_serving_version_gives_way_to_one_that_misses
     assert promoted.json()["gate"]["checks"]["recent_sensitivity_floor"]["serving"] == 0.95
 
 
+def test_below_the_specificity_floor_itself_the_serving_version_gives_way_to_one_that_flags_fewer(
+    client_for, versions
+):
+    serving, adapted, unadapted, original, _ = versions
+    # An initial model served by override that flags nearly every normal scan (replay T).
+    ModelEvaluation.objects.filter(model_version=serving, evaluation_set=original).update(
+        report=report(0.90, 0.96, specificity=0.05)
+    )
+    ModelEvaluation.objects.filter(model_version=adapted, evaluation_set=original).update(
+        report=report(0.895, 0.96, specificity=0.3)
+    )
+    ModelEvaluation.objects.filter(model_version=unadapted, evaluation_set=original).update(
+        report=report(0.93, 0.98, specificity=0.02)
+    )
+    engineer = client_for("ml_engineer")
+
+    refused = engineer.post(f"/api/models/{unadapted.pk}/promote/")
+    promoted = engineer.post(f"/api/models/{adapted.pk}/promote/")
+
+    assert refused.status_code == 409
+    assert refused.json()["gate"]["checks"]["specificity_floor"] == {
+        "value": 0.02, "floor": 0.5, "serving": 0.05, "passed": False,
+    }  # fmt: skip
+    assert promoted.status_code == 200, promoted.json()  # 0.3 against 0.05: fewer flagged
+    assert promoted.json()["gate"]["checks"]["specificity_floor"]["serving"] == 0.05
+
+
 def test_a_recent_set_too_small_to_judge_is_recorded_and_left_out(client_for, versions, settings):
     _, adapted, _, _, _ = versions
     settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 26
@@ -203,7 +230,9 @@ def test_a_threshold_that_flags_most_normal_scans_is_rejected_however_sensitive(
 
     assert response.status_code == 409
     checks = response.json()["gate"]["checks"]
-    assert checks["recent_specificity_floor"] == {"value": 0.2, "floor": 0.5, "passed": False}
+    assert checks["recent_specificity_floor"] == {
+        "value": 0.2, "floor": 0.5, "serving": 0.8, "passed": False,
+    }  # fmt: skip
     assert checks["specificity_floor"]["passed"] is True
 
 

@@ -194,18 +194,19 @@ def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix
     sensitivity = report["sensitivity"] or 0.0
     specificity = report["specificity"] or 0.0
     serving_sensitivity = serving_report.get("sensitivity") if serving_report else None
-    # Where the serving version is below the floor itself, the candidate must not lose
-    # sensitivity against it: refusing one that misses fewer stones keeps one that misses more.
-    required = floor if serving_sensitivity is None else min(floor, serving_sensitivity)
+    serving_specificity = serving_report.get("specificity") if serving_report else None
+    # Where the serving version is below a floor itself, the candidate must not lose against
+    # it there: refusing one that misses fewer stones (or flags fewer normal scans) keeps one
+    # that misses more.
     checks = {
         f"{prefix}sensitivity_floor": {
             "value": sensitivity, "floor": floor, "serving": serving_sensitivity,
-            "passed": sensitivity >= required,
+            "passed": sensitivity >= _required(floor, serving_sensitivity),
         },
         # Sensitivity first, but a threshold that flags most normal scans triages nothing.
         f"{prefix}specificity_floor": {
-            "value": specificity, "floor": specificity_floor,
-            "passed": specificity >= specificity_floor,
+            "value": specificity, "floor": specificity_floor, "serving": serving_specificity,
+            "passed": specificity >= _required(specificity_floor, serving_specificity),
         },
     }  # fmt: skip
     if serving_report is not None:
@@ -217,6 +218,10 @@ def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix
             "passed": candidate_auc >= serving_auc - margin,
         }
     return checks
+
+
+def _required(floor: float, serving: float | None) -> float:
+    return floor if serving is None else min(floor, serving)
 
 
 def enough_to_judge(counts: dict[str, int]) -> bool:
