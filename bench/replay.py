@@ -421,7 +421,9 @@ def summary(outcome: Replay) -> dict:
     }
 
 
-def learning_curve_png(results: dict, path: Path) -> None:
+def learning_curves(results: dict, png: Path) -> None:
+    """The learning curve as a PNG, and the same as an SVG beside it: text, so that docs can
+    keep a figure without binary files in the repository."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -440,7 +442,8 @@ def learning_curve_png(results: dict, path: Path) -> None:
         axis.set_ylim(0, 1.02)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(png)
+    figure.savefig(png.with_suffix(".svg"), metadata={"Date": None})
     pyplot.close(figure)
 
 
@@ -506,13 +509,13 @@ def main() -> None:
             f"{result['promotions']} promotions, {result['rejections']} rejections",
             flush=True,
         )
-    learning_curve_png(results, args.work / "learning-curve.png")
+    learning_curves(results, args.work / "learning-curve.png")
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     predictions = {
         mode: [asdict(item) for item in outcome.scored] for mode, outcome in outcomes.items()
     }
     (args.work / "predictions.json").write_text(json.dumps(predictions))
-    print(f"Learning curve: {args.work / 'learning-curve.png'}", flush=True)
+    print(f"Learning curve: {args.work / 'learning-curve.png'} (and .svg)", flush=True)
     print(json.dumps({mode: without_seconds(result) for mode, result in results.items()}))
 
 

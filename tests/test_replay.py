@@ -69,6 +69,7 @@ def test_a_replay_streams_chunks_retrains_through_beat_and_reports_per_chunk(tmp
     decided = replay["training_runs"] - replay["failed_training_runs"]
     assert replay["promotions"] + replay["rejections"] == decided >= 2
     assert (work / "learning-curve.png").stat().st_size > 0
+    assert (work / "learning-curve.svg").read_text().lstrip().startswith("<?xml")
     predictions = json.loads((work / "predictions.json").read_text())["retraining"]
     assert len(predictions) == 40
     assert {"label", "abnormal_score", "decided_abnormal", "model_version"} == set(predictions[0])

@@ -131,10 +131,10 @@ def promotion_gate(
     recent_set: EvaluationSet | None = None,
 ) -> dict:
     """Both versions on the original evaluation set and, where it can judge, on the recent
-    one. The candidate passes when, on each set, its sensitivity is at least the floor (or, where
-    the serving version is below the floor, at least the serving version's), its specificity
-    at least its floor and its AUC not worse than the serving version's by more than the
-    margin, and its AUC on the original set is at least the minimum."""
+    one. The candidate passes when, on each set, its sensitivity and specificity are at least
+    their floors (or, where the serving version is below a floor, at least the serving
+    version's) and its AUC not worse than the serving version's by more than the margin, and
+    its AUC on the original set is at least the minimum."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
