@@ -21,6 +21,20 @@ SIDE = 48
 JUMP = 4.0  # a jump: a difference this many times the folder's median
 
 
+def study_runs(files: list) -> list[int]:
+    """The lengths of the runs of consecutive files (in acquisition order) that look like one
+    study: a new run starts where the image content jumps."""
+    if len(files) < 2:
+        return [len(files)] if files else []
+    thumbnails = np.stack(
+        [np.asarray(Image.open(path).convert("L").resize((SIDE, SIDE)), np.float32)
+         for path in files]
+    )  # fmt: skip
+    differences = np.abs(np.diff(thumbnails, axis=0)).mean(axis=(1, 2))
+    jumps = np.flatnonzero(differences > JUMP * np.median(differences))
+    return [int(length) for length in np.diff(np.concatenate([[-1], jumps, [len(files) - 1]]))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="A folder of class subfolders.")
@@ -28,13 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     for label in args.classes.split(","):
         files = images_in_acquisition_order(args.data / label)
-        thumbnails = np.stack(
-            [np.asarray(Image.open(path).convert("L").resize((SIDE, SIDE)), np.float32)
-             for path in files]
-        )  # fmt: skip
-        differences = np.abs(np.diff(thumbnails, axis=0)).mean(axis=(1, 2))
-        jumps = np.flatnonzero(differences > JUMP * np.median(differences))
-        runs = np.diff(np.concatenate([[-1], jumps, [len(files) - 1]]))
+        runs = np.array(study_runs(files))
         low, median, high = np.percentile(runs, [10, 50, 90])
         print(
             f"{label}: {len(files)} slices, {len(runs)} runs; run length median {median:.0f}, "

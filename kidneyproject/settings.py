@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "training",
     "scans",
     "retraining",
+    "gateway",
     "audit",
     # Last, as its documentation asks: it wraps the authentication backends.
     "axes",
@@ -333,6 +334,28 @@ KIDNEY_TEST_HOLD_BATCH_FILE = env("KIDNEY_TEST_HOLD_BATCH_FILE", "")
 # study into different groups, so set it once per deployment and keep it.
 KIDNEY_STUDY_HASH_KEY = env("KIDNEY_STUDY_HASH_KEY", "") or _embedded_secret("study_hash_key")
 KIDNEY_TARGET_SENSITIVITY = float(env("KIDNEY_TARGET_SENSITIVITY", "0.95"))
+
+# The DICOM gateway (manage.py dicom_gateway; README, "Hospital integration"). Port 0 turns
+# the listener off. Callers: comma-separated AE titles, each optionally AE=organisation; with
+# none named, any caller is accepted, and only while the listener is on loopback.
+KIDNEY_DICOM_PORT = int(env("KIDNEY_DICOM_PORT", "11112"))
+KIDNEY_DICOM_HOST = env("KIDNEY_DICOM_HOST", "127.0.0.1")
+KIDNEY_DICOM_AE_TITLE = env("KIDNEY_DICOM_AE_TITLE", "KIDNEY")
+KIDNEY_DICOM_CALLING_AE_TITLES = env_list("KIDNEY_DICOM_CALLING_AE_TITLES", "")
+# A study is complete when no instance of it arrived for this long.
+KIDNEY_DICOM_STUDY_QUIET_SECONDS = float(env("KIDNEY_DICOM_STUDY_QUIET_SECONDS", "10"))
+# Where results go, AE@host:port (empty: nowhere). A failed send is tried again after
+# KIDNEY_DICOM_RETRY_SECONDS, doubling up to KIDNEY_DICOM_RETRY_MAX_SECONDS, until delivered.
+KIDNEY_DICOM_DESTINATION = env("KIDNEY_DICOM_DESTINATION", "")
+KIDNEY_DICOM_RETRY_SECONDS = float(env("KIDNEY_DICOM_RETRY_SECONDS", "5"))
+KIDNEY_DICOM_RETRY_MAX_SECONDS = float(env("KIDNEY_DICOM_RETRY_MAX_SECONDS", "600"))
+KIDNEY_DICOM_POLL_SECONDS = float(env("KIDNEY_DICOM_POLL_SECONDS", "1"))
+# The identifiers results need (patient, study, original UIDs) are encrypted with this key and
+# erased this long after the results are delivered (or after triage, with no destination).
+KIDNEY_DICOM_IDENTITY_KEY = env("KIDNEY_DICOM_IDENTITY_KEY", "") or _embedded_secret(
+    "dicom_identity_key"
+)
+KIDNEY_DICOM_IDENTITY_RETENTION_HOURS = float(env("KIDNEY_DICOM_IDENTITY_RETENTION_HOURS", "24"))
 # The trained model that ships with the code (docs/model-card.md): bootstrap_model serves it
 # as the first version; where the folder holds none, it trains the phantom placeholder.
 KIDNEY_SHIPPED_MODEL_DIR = Path(env("KIDNEY_SHIPPED_MODEL_DIR", str(SHIPPED_MODEL_DIR)))

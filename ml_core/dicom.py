@@ -258,7 +258,7 @@ def deidentify(data: bytes, *, key: bytes, frame: int | None = None) -> Deidenti
     dataset.file_meta.walk(_remove_identifying)
     for keyword in REPLACED_UIDS:
         if keyword in dataset:
-            setattr(dataset, keyword, _keyed_uid(str(dataset.data_element(keyword).value), key))
+            setattr(dataset, keyword, keyed_uid(str(dataset.data_element(keyword).value), key))
     if "SOPInstanceUID" in dataset:
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     dataset.PatientIdentityRemoved = "YES"
@@ -273,7 +273,7 @@ def _remove_identifying(dataset: Dataset, element) -> None:
         del dataset[element.tag]
 
 
-def _keyed_uid(uid: str, key: bytes) -> str:
+def keyed_uid(uid: str, key: bytes) -> str:
     """A UID in the 2.25 (UUID as an integer) form, from 128 bits of a keyed hash."""
     digest = hmac.new(key, uid.encode(), hashlib.sha256).digest()
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"

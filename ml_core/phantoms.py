@@ -7,8 +7,18 @@ import numpy as np
 PHANTOM_CLASSES = ["normal", "stone"]
 
 
-def draw_phantom(rng: np.random.Generator, *, size: int, with_stone: bool) -> np.ndarray:
-    """One (size, size) float32 intensity image in [0, 1]."""
+STONE_RADIUS = (0.015, 0.03)  # of the image side
+
+
+def draw_phantom(
+    rng: np.random.Generator,
+    *,
+    size: int,
+    with_stone: bool,
+    stone_radius: tuple[float, float] = STONE_RADIUS,
+) -> np.ndarray:
+    """One (size, size) float32 intensity image in [0, 1]; larger stones (`stone_radius`)
+    make a task a tiny model at a small input size learns at once."""
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) / size
     image = np.zeros((size, size), dtype=np.float32)
 
@@ -30,19 +40,24 @@ def draw_phantom(rng: np.random.Generator, *, size: int, with_stone: bool) -> np
         kidney_row, kidney_col, half_height, half_width = kidneys[rng.integers(2)]
         stone_row = kidney_row + rng.uniform(-0.5, 0.5) * half_height
         stone_col = kidney_col + rng.uniform(-0.5, 0.5) * half_width
-        radius = rng.uniform(0.015, 0.03)
+        radius = rng.uniform(*stone_radius)
         image[_ellipse(rows, cols, stone_row, stone_col, radius, radius)] = rng.uniform(0.9, 1.0)
 
     image += rng.normal(0.0, 0.03, size=image.shape).astype(np.float32)
     return np.clip(image, 0.0, 1.0)
 
 
-def draw_phantom_set(count: int, *, size: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+def draw_phantom_set(
+    count: int, *, size: int, seed: int, stone_radius: tuple[float, float] = STONE_RADIUS
+) -> tuple[list[np.ndarray], np.ndarray]:
     """`count` phantoms, half with a stone, and their class indices into PHANTOM_CLASSES."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 2
     rng.shuffle(labels)
-    images = [draw_phantom(rng, size=size, with_stone=bool(label)) for label in labels]
+    images = [
+        draw_phantom(rng, size=size, with_stone=bool(label), stone_radius=stone_radius)
+        for label in labels
+    ]
     return images, labels
 
 

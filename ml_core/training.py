@@ -14,9 +14,10 @@ from ml_core.classifier import NO_WEIGHTS, build_classifier, split_at_features
 from ml_core.datasets import LabelledImage, class_counts
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold, evaluation_report
 from ml_core.feature_cache import extract_features
-from ml_core.phantoms import PHANTOM_CLASSES, draw_phantom_set
+from ml_core.phantoms import PHANTOM_CLASSES, STONE_RADIUS, draw_phantom_set
 from ml_core.precision import PRECISIONS, resolve_precision, with_precision
 from ml_core.preprocessing import PreprocessingConfig, normalise, to_model_batch
+from ml_core.study import StudyRule, study_threshold_from_slices
 
 MODES = ("head", "finetune", "full")
 TRAINING_PRECISIONS = PRECISIONS
@@ -94,6 +95,9 @@ class TrainedClassifier:
     # Per validation image: is it abnormal, and P(abnormal); for ROC plots.
     validation_positive: np.ndarray | None = None
     validation_scores: np.ndarray | None = None
+    # The study rule and its threshold (ml_core.study); None: the slice threshold.
+    study_rule: StudyRule = field(default_factory=StudyRule)
+    study_threshold: float | None = None
 
 
 def set_trainable(model, mode: str, finetune_blocks: int = 1) -> None:
@@ -288,6 +292,12 @@ def calibrate(
         [entry.label for entry in validation_entries], probabilities, classes, threshold
     )
     validation["class_counts_train"] = class_counts(train_entries)
+    in_order = np.argsort([entry.order for entry in validation_entries], kind="stable")
+    rule = StudyRule()
+    study_threshold = study_threshold_from_slices(
+        validation_positive[in_order], scores[in_order], rule
+    )
+    validation["study_threshold"] = study_threshold
     return TrainedClassifier(
         model,
         classes,
@@ -297,6 +307,8 @@ def calibrate(
         history,
         validation_positive,
         scores,
+        rule,
+        study_threshold,
     )
 
 
@@ -380,6 +392,7 @@ def train_on_phantoms(
     target_sensitivity: float,
     seed: int = 0,
     on_epoch_end: EpochCallback | None = None,
+    stone_radius: tuple[float, float] = STONE_RADIUS,
 ) -> TrainedClassifier:
     """A placeholder classifier from synthetic phantoms: random VGG16 base, trained head.
 
@@ -391,7 +404,9 @@ def train_on_phantoms(
     preprocessing = PreprocessingConfig(input_size=input_size)
     model = build_classifier(PHANTOM_CLASSES, input_size, NO_WEIGHTS)
     extractor, head = split_at_features(model)
-    images, labels = draw_phantom_set(samples, size=input_size, seed=seed + 1)
+    images, labels = draw_phantom_set(
+        samples, size=input_size, seed=seed + 1, stone_radius=stone_radius
+    )
     features = extractor.predict(to_model_batch(images, preprocessing), verbose=0)
     head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     callbacks = []
@@ -403,15 +418,23 @@ def train_on_phantoms(
         )
     head.fit(features, labels, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
     validation_images, validation_labels = draw_phantom_set(
-        max(40, samples // 4), size=input_size, seed=seed + 2
+        max(40, samples // 4), size=input_size, seed=seed + 2, stone_radius=stone_radius
     )
     probabilities = np.asarray(
         model.predict(to_model_batch(validation_images, preprocessing), verbose=0)
     )
     is_positive = validation_labels == PHANTOM_CLASSES.index("stone")
-    threshold = choose_threshold(
-        is_positive, abnormal_scores(probabilities, PHANTOM_CLASSES), target_sensitivity
-    )
+    scores = abnormal_scores(probabilities, PHANTOM_CLASSES)
+    threshold = choose_threshold(is_positive, scores, target_sensitivity)
     labels_named = [PHANTOM_CLASSES[label] for label in validation_labels]
     validation = evaluation_report(labels_named, probabilities, PHANTOM_CLASSES, threshold)
-    return TrainedClassifier(model, PHANTOM_CLASSES, preprocessing, threshold, validation)
+    rule = StudyRule()
+    return TrainedClassifier(
+        model,
+        PHANTOM_CLASSES,
+        preprocessing,
+        threshold,
+        validation,
+        study_rule=rule,
+        study_threshold=study_threshold_from_slices(is_positive, scores, rule),
+    )

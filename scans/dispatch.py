@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 CLASSIFY_SCANS = "scans.tasks.classify_scans"
 COMPUTE_HEATMAP = "scans.tasks.compute_heatmap"
+CLASSIFY_STUDY = "scans.tasks.classify_study"
 
 
 def inference_enqueue(scan_ids: list[str], *, countdown: float = 0) -> None:
@@ -26,6 +27,11 @@ def inference_enqueue(scan_ids: list[str], *, countdown: float = 0) -> None:
 
 def heatmap_enqueue(scan_id: str) -> None:
     transaction.on_commit(lambda: _send(COMPUTE_HEATMAP, [str(scan_id)], countdown=0))
+
+
+def study_enqueue(study_id, *, countdown: float = 0) -> None:
+    """Send a complete study to the inference queue once the current transaction commits."""
+    transaction.on_commit(lambda: _send(CLASSIFY_STUDY, [str(study_id)], countdown=countdown))
 
 
 def _send_batches(scan_ids: list[str], countdown: float) -> None:

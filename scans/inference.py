@@ -1,6 +1,7 @@
 """The worker's side of the workflow: claim queued scans as a batch, classify them in one
 forward pass, store a prediction per scan. Everything here is safe to run twice."""
 
+import itertools
 import logging
 import os
 import time
@@ -14,15 +15,16 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ml_core.decision import abnormal_scores, decide
+from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, decide
 from ml_core.errors import ImageDecodeError
 from ml_core.gradcam import overlay_png
 from ml_core.precision import resolve_precision
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
-from scans.dispatch import inference_enqueue
+from ml_core.study import study_verdict
+from scans.dispatch import inference_enqueue, study_enqueue
 from scans.images import stored_image
-from scans.models import Prediction, Scan
+from scans.models import Prediction, Scan, Study
 from training.files import artifact_local_path
 from training.models import ModelVersion
 from training.selectors import serving_model_version
@@ -81,10 +83,12 @@ def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[S
     """
     now = timezone.now()
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
-    mine = Q(id__in=scan_ids, status=Scan.Status.QUEUED) & ready | Q(
+    # A study's slices are classified with their study (study_classify), never alone.
+    alone = Q(study__isnull=True)
+    mine = Q(id__in=scan_ids, status=Scan.Status.QUEUED) & ready & alone | Q(
         status=Scan.Status.PROCESSING, claimed_by=task_id
     )
-    waiting = Q(status=Scan.Status.QUEUED) & ready
+    waiting = Q(status=Scan.Status.QUEUED) & ready & alone
     with transaction.atomic():
         locked = Scan.objects.select_for_update(skip_locked=True)
         candidates = list(locked.filter(mine).order_by("created")[:batch_size])
@@ -159,7 +163,9 @@ def scans_requeue_stale(*, queued_before, claimed_before) -> int:
         Scan.objects.filter(status=Scan.Status.PROCESSING, claimed_at__lt=claimed_before).update(
             status=Scan.Status.QUEUED, claimed_by="", claimed_at=None
         )
-        stale = Scan.objects.filter(status=Scan.Status.QUEUED, created__lt=queued_before)
+        stale = Scan.objects.filter(
+            status=Scan.Status.QUEUED, created__lt=queued_before, study__isnull=True
+        )
         scan_ids = list(stale.order_by("created").values_list("id", flat=True))
         inference_enqueue(scan_ids)
     return len(scan_ids)
@@ -334,3 +340,146 @@ def predictions_store(
     Scan.objects.filter(pk__in=pending).update(
         status=Scan.Status.PREDICTED, error="", claimed_by="", claimed_at=None
     )
+
+
+def study_slices(study: Study) -> list[list[Scan]]:
+    """The study's slices, series by series (in the order each series first arrived), each
+    in anatomical order (slice_position, else as received)."""
+    series: dict[str, list[Scan]] = {}
+    for scan in study.slices.order_by("created", "pk"):
+        series.setdefault(scan.series_reference, []).append(scan)
+    return [
+        sorted(members, key=lambda scan: (scan.slice_position is None, scan.slice_position or 0))
+        for members in series.values()
+    ]
+
+
+class StudyNotReady(RuntimeError):
+    """A slice could not be read (storage unreachable): the study is tried again later."""
+
+
+def study_classify(*, study_id, task_id: str) -> bool:
+    """Classify a complete study's slices in batches with the serving version, store each
+    slice's prediction, and the study's verdict by the version's study rule with its key
+    slices (their evidence maps computed). Returns whether it triaged the study; a study no
+    longer queued (triaged, or receiving again) is left alone."""
+    model_version, predictor = serving_predictor()
+    with transaction.atomic():
+        claimed = Study.objects.filter(
+            Q(status=Study.Status.QUEUED) | Q(status=Study.Status.PROCESSING, claimed_by=task_id),
+            pk=study_id,
+        ).update(
+            status=Study.Status.PROCESSING,
+            claimed_by=task_id,
+            claimed_at=timezone.now(),
+            attempts=F("attempts") + 1,
+        )
+    if not claimed:
+        return False
+    study = Study.objects.get(pk=study_id)
+    series = study_slices(study)
+    config = model_version.preprocessing_config
+    readable_series, pixels = [], []
+    for members in series:
+        readable = []
+        for scan in members:
+            try:
+                image = stored_image(scan, config)
+            except OSError as error:
+                raise StudyNotReady(
+                    f"A slice could not be read: {error.strerror or type(error).__name__}"
+                ) from None
+            except ImageDecodeError as error:
+                scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
+                continue
+            readable.append(scan)
+            pixels.append(image.pixels)
+        if readable:
+            readable_series.append(readable)
+    if not pixels:
+        study_fail(study_id=study_id, task_id=task_id, reason="No slice of it could be read.")
+        return False
+    scans = [scan for members in readable_series for scan in members]
+    batch = to_model_batch(pixels, config)
+    started = time.perf_counter()
+    probabilities = predictor.predict(batch)
+    share_ms = (time.perf_counter() - started) * 1000.0 / len(scans)
+    scores = abnormal_scores(probabilities, model_version.classes)
+    rule, threshold = model_version.study_decision
+    offsets = np.cumsum([0, *[len(members) for members in readable_series]])
+    verdict = study_verdict(
+        [scores[start:end] for start, end in itertools.pairwise(offsets)],
+        rule,
+        threshold,
+    )
+    key_rows = verdict.key_slices
+    _, heatmaps = predictor.predict_and_explain(batch[key_rows], model_version.classes)
+    overlays = overlays_by_scan([scans[row] for row in key_rows], heatmaps)
+    label = _study_label(probabilities[key_rows], model_version.classes, verdict.positive)
+    with transaction.atomic():
+        predictions_store(
+            scans=scans,
+            model_version=model_version,
+            probabilities=probabilities,
+            inference_ms=share_ms,
+            overlays={},
+        )
+        for prediction in Prediction.objects.filter(scan_id__in=overlays, heatmap=""):
+            heatmap_save(prediction, overlays[prediction.scan_id])
+        triaged = Study.objects.filter(
+            pk=study_id, status=Study.Status.PROCESSING, claimed_by=task_id
+        ).update(
+            status=Study.Status.TRIAGED,
+            verdict=label,
+            score=verdict.score,
+            threshold=threshold,
+            model_version=model_version,
+            key_slices=[str(scans[row].pk) for row in key_rows],
+            triaged_at=timezone.now(),
+            triage_round=F("triage_round") + 1,
+            error="",
+            claimed_by="",
+            claimed_at=None,
+        )
+    if triaged:
+        logger.info("Study %s triaged: %s (%d slices)", study_id, label, len(scans))
+    return bool(triaged)
+
+
+def _study_label(key_probabilities: np.ndarray, classes: list[str], positive: bool) -> str:
+    """normal, or the abnormal class likeliest on average over the key slices."""
+    if not positive:
+        return NEGATIVE_CLASS
+    mean = np.asarray(key_probabilities).mean(axis=0)
+    abnormal = [index for index, name in enumerate(classes) if name != NEGATIVE_CLASS]
+    return classes[max(abnormal, key=lambda index: mean[index])]
+
+
+def study_release(*, study_id, task_id: str, reason: str) -> None:
+    """Back to the queue after a failure that may pass (the task's retry claims it again)."""
+    Study.objects.filter(pk=study_id, status=Study.Status.PROCESSING, claimed_by=task_id).update(
+        status=Study.Status.QUEUED, claimed_by="", claimed_at=None, error=reason
+    )
+
+
+def study_fail(*, study_id, task_id: str, reason: str) -> None:
+    Study.objects.filter(
+        Q(status=Study.Status.QUEUED) | Q(status=Study.Status.PROCESSING, claimed_by=task_id),
+        pk=study_id,
+    ).update(status=Study.Status.FAILED, error=reason, claimed_by="", claimed_at=None)
+
+
+def studies_requeue_stale(*, queued_before, claimed_before) -> int:
+    """Send again the studies whose message may be lost (like scans_requeue_stale)."""
+    with transaction.atomic():
+        Study.objects.filter(status=Study.Status.PROCESSING, claimed_at__lt=claimed_before).update(
+            status=Study.Status.QUEUED, claimed_by="", claimed_at=None
+        )
+        stale = list(
+            Study.objects.filter(
+                status=Study.Status.QUEUED, last_received__lt=queued_before
+            ).values_list("pk", flat=True)
+        )
+        for study_id in stale:
+            study_enqueue(study_id)
+    return len(stale)

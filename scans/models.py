@@ -3,6 +3,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+# Said wherever a prediction is shown or sent: the page, the API, the results in the PACS.
+DECISION_SUPPORT_NOTICE = (
+    "Decision support only: predictions support a radiologist's reading and never replace it."
+)
+
 
 def scan_upload_path(instance: "Scan", filename: str) -> str:
     """A random name: the uploader's file name never becomes a path."""
@@ -69,6 +74,23 @@ class Scan(models.Model):
     review_version = models.PositiveIntegerField(
         default=0, help_text="Increases with every review: a stale write is refused."
     )
+    study = models.ForeignKey(
+        "scans.Study",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="slices",
+        help_text="The study it arrived in over DICOM; classified with it, never alone.",
+    )
+    series_reference = models.CharField(
+        max_length=64, blank=True, help_text="Keyed hash of the DICOM series UID."
+    )
+    slice_position = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Where the slice lies along its series' slice normal (mm), else its "
+        "instance number: the anatomical order.",
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -81,6 +103,85 @@ class Scan(models.Model):
 
     def __str__(self) -> str:
         return f"Scan {self.id} ({self.status})"
+
+
+class Study(models.Model):
+    """A CT study received over DICOM: its slices, classified together by one model version,
+    and one verdict by the version's study rule. Receiving until no instance of it arrived
+    for KIDNEY_DICOM_STUDY_QUIET_SECONDS; an instance arriving after that opens it again."""
+
+    class Status(models.TextChoices):
+        RECEIVING = "receiving"
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        TRIAGED = "triaged"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="studies",
+        help_text="The sending AE's organisation; its clinicians see the study.",
+    )
+    study_reference = models.CharField(
+        max_length=64, help_text="Keyed hash of the DICOM study UID (never the UID itself)."
+    )
+    calling_ae_title = models.CharField(max_length=16, help_text="Who sent it.")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RECEIVING, db_index=True
+    )
+    last_received = models.DateTimeField(db_index=True)
+    error = models.TextField(blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    verdict = models.CharField(max_length=32, blank=True, help_text="A class name.")
+    score = models.FloatField(null=True, blank=True, help_text="The study rule's score.")
+    threshold = models.FloatField(
+        null=True, blank=True, help_text="The model version's study threshold when triaged."
+    )
+    model_version = models.ForeignKey(
+        "training.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="studies",
+    )
+    key_slices = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Scan ids of the slices that drove the verdict, most telling first.",
+    )
+    triaged_at = models.DateTimeField(null=True, blank=True)
+    triage_round = models.PositiveIntegerField(
+        default=0, help_text="How many times it was triaged (again after new instances)."
+    )
+    confirmed_verdict = models.CharField(max_length=32, blank=True)
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="confirmed_studies",
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    review_version = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "studies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "study_reference"], name="study_unique_per_organisation"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Study {self.id} ({self.status})"
 
 
 class Prediction(models.Model):

@@ -10,10 +10,11 @@ from django.utils import timezone
 
 from accounts.services import user_organisation
 from ml_core import dicom
+from ml_core.errors import ImageDecodeError
 from ml_core.images import DecodedImage, decode_image
 from ml_core.metadata import strip_metadata
-from scans.dispatch import heatmap_enqueue, inference_enqueue
-from scans.models import Prediction, ReviewEvent, Scan
+from scans.dispatch import heatmap_enqueue, inference_enqueue, study_enqueue
+from scans.models import Prediction, ReviewEvent, Scan, Study
 
 FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
@@ -119,6 +120,63 @@ def scan_import(*, data: bytes, label: str, imported_by, source: str = "") -> tu
             update_fields=["confirmed_label", "confirmed_by", "confirmed_at", "review_version"]
         )
     return scan, True
+
+
+def study_slice_store(
+    *,
+    data: bytes,
+    uploaded_by,
+    organisation,
+    calling_ae_title: str,
+    series_uid: str,
+    slice_position: float | None,
+) -> tuple[Scan, Study, bool]:
+    """Store one DICOM instance of a study as a slice of it; return (the slice, its study,
+    whether the slice is new). The same instance again is the slice already stored. A new
+    slice keeps its study receiving (or opens a triaged one again). Call it inside the
+    caller's transaction, so that whatever else the caller keeps of the instance is stored
+    with it or not at all. Raises ImageDecodeError for what cannot be accepted."""
+    upload = upload_prepare(data)
+    if not upload.study_reference:
+        raise ImageDecodeError("The DICOM instance has no StudyInstanceUID.")
+    now = timezone.now()
+    study, _ = Study.objects.select_for_update().get_or_create(
+        organisation=organisation,
+        study_reference=upload.study_reference,
+        defaults={"calling_ae_title": calling_ae_title, "last_received": now},
+    )
+    scan = Scan.objects.filter(uploaded_by=uploaded_by, sha256=upload.sha256).first()
+    created = scan is None
+    if created:
+        key = settings.KIDNEY_STUDY_HASH_KEY.encode()
+        scan = _store(
+            upload,
+            uploaded_by=uploaded_by,
+            organisation=organisation,
+            study=study,
+            series_reference=dicom.study_reference(series_uid, key=key),
+            slice_position=slice_position,
+        )
+        study.status = Study.Status.RECEIVING
+    if study.status == Study.Status.RECEIVING:
+        study.last_received = now
+    study.save(update_fields=["status", "last_received"])
+    return scan, study, created
+
+
+def studies_complete(*, quiet_before) -> list:
+    """Studies with no new instance since `quiet_before` are complete: queue them for
+    classification. Returns their ids."""
+    with transaction.atomic():
+        ready = list(
+            Study.objects.select_for_update(skip_locked=True)
+            .filter(status=Study.Status.RECEIVING, last_received__lt=quiet_before)
+            .values_list("pk", flat=True)
+        )
+        Study.objects.filter(pk__in=ready).update(status=Study.Status.QUEUED, attempts=0)
+        for study_id in ready:
+            study_enqueue(study_id)
+    return ready
 
 
 def _store(upload: PreparedUpload, **fields) -> Scan:

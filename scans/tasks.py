@@ -27,12 +27,30 @@ def classify_scans(self, scan_ids: list[str]) -> int:
 
 @shared_task(acks_late=True)
 def requeue_stale_scans() -> int:
-    """Periodic sweep (celery beat): send scans whose message was lost back to inference."""
+    """Periodic sweep (celery beat): send scans and studies whose message was lost back to
+    inference."""
     now = timezone.now()
-    return inference.scans_requeue_stale(
-        queued_before=now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS),
-        claimed_before=now - timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS),
-    )
+    stale = {
+        "queued_before": now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS),
+        "claimed_before": now - timedelta(seconds=settings.KIDNEY_CLAIM_TIMEOUT_SECONDS),
+    }
+    return inference.scans_requeue_stale(**stale) + inference.studies_requeue_stale(**stale)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def classify_study(self, study_id: str) -> bool:
+    """Classify a complete study and give it its verdict. Idempotent."""
+    task_id = self.request.id
+    try:
+        return inference.study_classify(study_id=study_id, task_id=task_id)
+    except Exception as error:
+        if self.request.retries >= MAX_RETRIES:
+            inference.study_fail(
+                study_id=study_id, task_id=task_id, reason=f"Classification failed: {error}"
+            )
+            raise
+        inference.study_release(study_id=study_id, task_id=task_id, reason=str(error))
+        raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1)) from error
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.dicom_files import STUDY_STONE_RADIUS
 from tests.processes import wait_until
 
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="kidney-test-"))
@@ -117,8 +118,48 @@ def tiny_model_artifact() -> dict:
         "input_size": preprocessing.pop("input_size"),
         "preprocessing": preprocessing,
         "threshold": trained.threshold,
+        "study_rule": trained.study_rule.to_dict(),
+        "study_threshold": trained.study_threshold,
         "artifact": artifact,
     }
+
+
+@pytest.fixture(scope="session")
+def study_model_artifact() -> dict:
+    """A tiny real model that tells phantom stones apart at once: stones as large as
+    tests.dicom_files.phantom_study draws, at 32 px. For the study rule's end-to-end tests."""
+    from ml_core.training import train_on_phantoms
+    from training.files import artifact_store
+
+    trained = train_on_phantoms(
+        input_size=TEST_INPUT_SIZE,
+        samples=256,
+        epochs=30,
+        target_sensitivity=0.95,
+        stone_radius=STUDY_STONE_RADIUS,
+    )
+    saved = TEST_DATA_DIR / "study-model.keras"
+    trained.model.save(saved)
+    preprocessing = trained.preprocessing.to_dict()
+    return {
+        "classes": trained.classes,
+        "input_size": preprocessing.pop("input_size"),
+        "preprocessing": preprocessing,
+        "threshold": trained.threshold,
+        "study_rule": trained.study_rule.to_dict(),
+        "study_threshold": trained.study_threshold,
+        "artifact": artifact_store(saved),
+    }
+
+
+@pytest.fixture
+def serving_study_model(study_model_artifact, django_db_blocker):
+    from training.models import ModelVersion
+
+    with django_db_blocker.unblock():
+        return ModelVersion.objects.create(
+            version=1, status=ModelVersion.Status.SERVING, **study_model_artifact
+        )
 
 
 @pytest.fixture

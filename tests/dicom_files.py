@@ -16,6 +16,8 @@ BIRTH_DATE = "19580412"
 ACCESSION = "ACC-99812"
 INSTITUTION = "St Elsewhere General"
 STUDY_UID = "1.2.826.0.1.3680043.2.1125.7.444.1"
+# Stones as large as the study model's (tests/conftest.py): a tiny model learns them at once.
+STUDY_STONE_RADIUS = (0.08, 0.12)
 IDENTIFYING_STRINGS = [PATIENT_NAME, PATIENT_ID, BIRTH_DATE, ACCESSION, INSTITUTION, STUDY_UID]
 
 
@@ -90,3 +92,40 @@ def ct_declaring(transfer_syntax_uid: str) -> bytes:
     dataset["PixelData"].VR = "OB"
     dataset.file_meta.TransferSyntaxUID = transfer_syntax_uid
     return to_bytes(dataset)
+
+
+def phantom_study(
+    count: int,
+    *,
+    stone_at: tuple[int, ...] = (),
+    study_uid: str | None = None,
+    patient_id: str = PATIENT_ID,
+    seed: int = 0,
+    size: int = 32,
+    stone_radius: tuple[float, float] = STUDY_STONE_RADIUS,
+) -> list[bytes]:
+    """A CT study of `count` phantom slices (ml_core.phantoms, `size` px, with stones as large
+    as the study model's, tests/conftest.py) in one series, with a stone on the slices
+    `stone_at`, 2.5 mm apart along the patient axis, in shuffled order. The soft-tissue window
+    maps the phantom's intensity back exactly."""
+    from ml_core.phantoms import draw_phantom
+
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid(entropy_srcs=[study_uid, "series"])
+    rng = np.random.default_rng(seed)
+    slices = []
+    for index in range(count):
+        dataset = ct_dataset(study_uid=study_uid, instance=index + 1)
+        dataset.PatientID = patient_id
+        dataset.SeriesInstanceUID = series_uid
+        dataset.Rows = dataset.Columns = size
+        dataset.ImagePositionPatient = [-64.0, -64.0, -2.5 * index]
+        dataset.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        intensity = draw_phantom(
+            rng, size=size, with_stone=index in stone_at, stone_radius=stone_radius
+        )
+        hounsfield = intensity * 400.0 - 160.0  # the inverse of the soft-tissue window
+        stored = np.round(hounsfield - float(dataset.RescaleIntercept)).astype(np.int16)
+        dataset.PixelData = stored.tobytes()
+        slices.append(dataset)
+    return [to_bytes(slices[index]) for index in rng.permutation(count)]

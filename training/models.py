@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from ml_core.preprocessing import PreprocessingConfig
+from ml_core.study import StudyRule
 
 # bootstrap_model's description of its phantom-trained version: what marks it as a
 # placeholder wherever it serves.
@@ -33,6 +34,15 @@ class ModelVersion(models.Model):
     )
     threshold = models.FloatField(
         help_text="Decision threshold on P(abnormal), chosen for the target sensitivity."
+    )
+    study_rule = models.JSONField(
+        default=dict, blank=True, help_text="The study rule's parameters (ml_core.study)."
+    )
+    study_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Threshold on the study rule's score, chosen for a target sensitivity in "
+        "studies; empty: the slice threshold.",
     )
     metrics = models.JSONField(default=dict, blank=True)
     artifact = models.CharField(
@@ -72,6 +82,12 @@ class ModelVersion(models.Model):
     def label(self) -> str:
         """The service's version with the MLflow registry's beside it (they differ)."""
         return f"v{self.version} (MLflow {self.mlflow_version or '-'})"
+
+    @property
+    def study_decision(self) -> tuple[StudyRule, float]:
+        """The study rule and the threshold its score is compared with."""
+        threshold = self.threshold if self.study_threshold is None else self.study_threshold
+        return StudyRule.from_dict(self.study_rule), threshold
 
     @property
     def preprocessing_config(self) -> PreprocessingConfig:

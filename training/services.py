@@ -72,6 +72,8 @@ def model_version_register(
                 input_size=input_size,
                 preprocessing=preprocessing,
                 threshold=trained.threshold,
+                study_rule=trained.study_rule.to_dict(),
+                study_threshold=trained.study_threshold,
                 metrics={"validation": trained.validation, **(metrics or {})},
                 artifact=artifact,
                 description=description,

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ml_core.preprocessing import PreprocessingConfig
 from ml_core.recipes import PLACEHOLDER
 from ml_core.shipped import load_shipped, shipped_description
+from ml_core.study import StudyRule
 from ml_core.training import TrainedClassifier, train_on_phantoms
 from training.models import PLACEHOLDER_NOTE, SHIPPED_NOTE
 from training.selectors import serving_model_version
@@ -60,6 +61,8 @@ class Command(BaseCommand):
             PreprocessingConfig.from_dict(description["preprocessing"]),
             description["threshold"],
             report["validation"],
+            study_rule=StudyRule.from_dict(description.get("study", {}).get("rule")),
+            study_threshold=description.get("study", {}).get("threshold"),
         )
         log = model_version_ship(trained=trained, report=report)
         held_out = report["held_out"]
