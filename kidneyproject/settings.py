@@ -263,6 +263,7 @@ SPECTACULAR_SETTINGS = {
         "ScanStatusEnum": "scans.models.Scan.Status",
         "ModelVersionStatusEnum": "training.models.ModelVersion.Status",
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+        "StudyStatusEnum": "scans.models.Study.Status",
     },
 }
 

@@ -8,12 +8,13 @@ from accounts.views import ApiTokenViewSet, session_status
 from kidneyproject.health import healthz
 from retraining.pages import models_page
 from retraining.views import ModelVersionWithAgreementViewSet, TrainingRunViewSet
-from scans.pages import review_page
-from scans.views import ReviewQueueView, ScanViewSet
+from scans.pages import review_page, studies_page, study_page
+from scans.views import ReviewQueueView, ScanViewSet, StudyViewSet
 from training.views import model_card
 
 router = DefaultRouter()
 router.register("scans", ScanViewSet, basename="scan")
+router.register("studies", StudyViewSet, basename="study")
 router.register("models", ModelVersionWithAgreementViewSet, basename="modelversion")
 router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
 router.register("tokens", ApiTokenViewSet, basename="apitoken")
@@ -23,6 +24,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("model-card/", model_card, name="model-card"),
     path("review/", review_page, name="review"),
+    path("review/studies/", studies_page, name="studies"),
+    path("review/studies/<uuid:study_id>/", study_page, name="study"),
     path("models/", models_page, name="models"),
     path("accounts/session/", session_status, name="session-status"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -63,15 +63,18 @@ def study_score(series_scores: list[np.ndarray], rule: StudyRule) -> float:
 
 def study_verdict(series_scores: list[np.ndarray], rule: StudyRule, threshold: float):
     """Flagged or not, the score, and the key slices: the slices of every run that reaches the
-    threshold (or, in a study not flagged, of its most suspicious run), highest first, then
-    up to MAX_KEY_SLICES in all."""
+    threshold (or, in a study not flagged, of its first most suspicious run), highest first,
+    up to MAX_KEY_SLICES."""
     score = study_score(series_scores, rule)
     positive = score >= threshold
     candidates, offset = set(), 0
     for scores in series_scores:
         runs = run_scores(scores, rule)
         width = min(rule.window, len(scores))
-        chosen = np.flatnonzero(runs >= threshold) if positive else np.flatnonzero(runs == score)
+        if positive:
+            chosen = np.flatnonzero(runs >= threshold)
+        else:  # the first most suspicious run only
+            chosen = np.flatnonzero(runs == score)[:1] if not candidates else []
         for start in chosen:
             candidates.update(offset + start + step for step in range(width))
         offset += len(scores)

@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Count
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from accounts.roles import Role, user_has_role
 from audit.models import AccessEvent
@@ -12,7 +13,7 @@ from kidneyproject.rounding import RoundedPredictionNumbers
 from ml_core.images import intensity_png
 from scans import selectors, services
 from scans.images import stored_image
-from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview
+from scans.models import Prediction, ReviewEvent, Scan, ScanAwaitingReview, Study
 
 THUMBNAIL_SIDE = 160
 
@@ -270,3 +271,90 @@ class ReviewQueueAdmin(ScanAdmin):
                 f"Relabel as {label}",
             )
         return actions
+
+
+@admin.register(Study)
+class StudyAdmin(AuditedReadsAdmin):
+    """Studies received over DICOM: the strip of slices with the key ones marked. Radiologists
+    confirm normal studies in bulk here; marking stone slices is on the study page."""
+
+    list_display = [
+        "id", "status", "verdict", "rounded_score", "model_version", "slice_count",
+        "confirmed_verdict", "created",
+    ]  # fmt: skip
+    list_filter = ["status", "verdict", "confirmed_verdict", "model_version", "created"]
+    search_fields = ["id"]
+    readonly_fields = [
+        "strip", "id", "status", "error", "organisation", "calling_ae_title", "verdict",
+        "rounded_score", "model_version", "created", "last_received", "triaged_at",
+        "triage_round", "attempts", "confirmed_verdict", "confirmed_by", "confirmed_at",
+        "review_version",
+    ]  # fmt: skip
+    exclude = ["study_reference", "key_slices", "score", "threshold", "claimed_by", "claimed_at"]
+    actions = ["confirm_normal"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(slice_count=Count("slices"))
+
+    def scan_id_of(self, study):
+        return study.key_slices[0] if study.key_slices else study.pk
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Slices", ordering="slice_count")
+    def slice_count(self, study) -> int:
+        return study.slice_count
+
+    @admin.display(description="Score / threshold")
+    def rounded_score(self, study) -> str:
+        if study.score is None:
+            return "-"
+        return f"{study.score:.3f} / {study.threshold:.3f}"
+
+    @admin.display(description="Slices in anatomical order (key slices outlined, most telling #1)")
+    def strip(self, study) -> str:
+        key = {scan_id: rank for rank, scan_id in enumerate(study.key_slices, start=1)}
+        cells = [
+            format_html(
+                '<figure style="display:inline-block;margin:2px;border:2px solid {}">'
+                '<img src="{}" width="64" loading="lazy" alt="slice"><figcaption>{}{}</figcaption>'
+                "</figure>",
+                "#d33" if str(scan.pk) in key else "transparent",
+                reverse("admin:scans_scan_thumbnail", args=[scan.pk]),
+                f"#{key[str(scan.pk)]} " if str(scan.pk) in key else "",
+                f"{scan.prediction.abnormal_score:.2f}" if hasattr(scan, "prediction") else "",
+            )
+            for members in selectors.study_series(study)
+            for scan in members
+        ]
+        page = reverse("study", args=[study.pk])
+        return format_html(
+            '<div>{}</div><p><a href="{}">Review on the study page</a></p>',
+            format_html_join("", "{}", ((cell,) for cell in cells)),
+            page,
+        )
+
+    def get_actions(self, request):
+        return super().get_actions(request) if user_has_role(request.user, Role.RADIOLOGIST) else {}
+
+    @admin.action(description="Confirm as normal (labels every slice normal)")
+    def confirm_normal(self, request, queryset):
+        confirmed = 0
+        for study in queryset:
+            try:
+                services.study_review(
+                    study_id=study.pk,
+                    reviewer=request.user,
+                    verdict="normal",
+                    stone_slices=[],
+                    note="admin bulk action",
+                    read_version=study.review_version,
+                )
+                confirmed += 1
+            except (services.StaleReview, services.StudyNotReviewable) as error:
+                self.message_user(request, f"{study.pk}: {error}", messages.WARNING)
+        self.message_user(request, f"Confirmed {confirmed} studies as normal.", messages.SUCCESS)

@@ -25,6 +25,7 @@ from ml_core.study import study_verdict
 from scans.dispatch import inference_enqueue, study_enqueue
 from scans.images import stored_image
 from scans.models import Prediction, Scan, Study
+from scans.selectors import study_series
 from training.files import artifact_local_path
 from training.models import ModelVersion
 from training.selectors import serving_model_version
@@ -342,18 +343,6 @@ def predictions_store(
     )
 
 
-def study_slices(study: Study) -> list[list[Scan]]:
-    """The study's slices, series by series (in the order each series first arrived), each
-    in anatomical order (slice_position, else as received)."""
-    series: dict[str, list[Scan]] = {}
-    for scan in study.slices.order_by("created", "pk"):
-        series.setdefault(scan.series_reference, []).append(scan)
-    return [
-        sorted(members, key=lambda scan: (scan.slice_position is None, scan.slice_position or 0))
-        for members in series.values()
-    ]
-
-
 class StudyNotReady(RuntimeError):
     """A slice could not be read (storage unreachable): the study is tried again later."""
 
@@ -377,7 +366,7 @@ def study_classify(*, study_id, task_id: str) -> bool:
     if not claimed:
         return False
     study = Study.objects.get(pk=study_id)
-    series = study_slices(study)
+    series = study_series(study)
     config = model_version.preprocessing_config
     readable_series, pixels = [], []
     for members in series:

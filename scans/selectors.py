@@ -1,10 +1,10 @@
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Abs
 from django.utils import timezone
 
 from accounts.roles import Role, user_has_role
 from accounts.services import user_organisation
-from scans.models import ReviewEvent, Scan
+from scans.models import ReviewEvent, Scan, Study
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
@@ -52,3 +52,26 @@ def reviews_today(user) -> int:
     """Review events this user wrote since midnight (the server's time zone)."""
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     return ReviewEvent.objects.filter(reviewer=user, created__gte=midnight).count()
+
+
+def study_series(study: Study) -> list[list[Scan]]:
+    """The study's slices, series by series (in the order each series first arrived), each
+    in anatomical order (slice_position, else as received)."""
+    series: dict[str, list[Scan]] = {}
+    for scan in study.slices.select_related("prediction").order_by("created", "pk"):
+        series.setdefault(scan.series_reference, []).append(scan)
+    return [
+        sorted(members, key=lambda scan: (scan.slice_position is None, scan.slice_position or 0))
+        for members in series.values()
+    ]
+
+
+def studies_visible_to(user) -> QuerySet[Study]:
+    """As scans_visible_to: clinicians see their organisation's studies."""
+    studies = Study.objects.select_related("model_version").annotate(slice_count=Count("slices"))
+    if user_has_role(user, Role.RADIOLOGIST, Role.ML_ENGINEER):
+        return studies
+    organisation = user_organisation(user)
+    if organisation is None:
+        return studies.none()
+    return studies.filter(organisation=organisation)

@@ -1,7 +1,8 @@
 from rest_framework import serializers
 
 from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
-from scans.models import Prediction, ReviewEvent, Scan
+from scans.models import DECISION_SUPPORT_NOTICE, Prediction, ReviewEvent, Scan, Study
+from scans.selectors import study_series
 
 
 class ScanUploadSerializer(serializers.Serializer):
@@ -122,3 +123,92 @@ class ReviewQueueFilterSerializer(serializers.Serializer):
     positive = serializers.BooleanField(required=False, allow_null=True, default=None)
     model_version = serializers.IntegerField(required=False, min_value=1)
     since = serializers.DateField(required=False)
+
+
+class StudySerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="study-detail")
+    model_version = serializers.IntegerField(
+        source="model_version.version", allow_null=True, read_only=True
+    )
+    score = RoundedFloatField(read_only=True, allow_null=True)
+    threshold = RoundedFloatField(read_only=True, allow_null=True)
+    slices = serializers.IntegerField(source="slice_count", read_only=True)
+    key_slices = serializers.ListField(
+        child=serializers.UUIDField(),
+        read_only=True,
+        help_text="Scan ids of the slices that drove the verdict, most telling first.",
+    )
+    decision_support = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "url",
+            "status",
+            "error",
+            "verdict",
+            "score",
+            "threshold",
+            "model_version",
+            "key_slices",
+            "slices",
+            "created",
+            "triaged_at",
+            "confirmed_verdict",
+            "confirmed_at",
+            "review_version",
+            "decision_support",
+        ]
+
+    def get_decision_support(self, study: Study) -> str:
+        return DECISION_SUPPORT_NOTICE
+
+
+class StudySliceSerializer(serializers.Serializer):
+    scan = serializers.UUIDField(source="pk")
+    position = serializers.FloatField(
+        source="slice_position", allow_null=True, help_text="Along the slice normal (mm)."
+    )
+    score = serializers.SerializerMethodField(help_text="P(abnormal) of the slice.")
+    label = serializers.SerializerMethodField(help_text="The model's label of the slice.")
+    confirmed_label = serializers.CharField()
+    key = serializers.BooleanField(help_text="One of the study's key slices.")
+
+    def get_score(self, scan: Scan) -> float | None:
+        prediction = getattr(scan, "prediction", None)
+        return round(prediction.abnormal_score, 4) if prediction else None
+
+    def get_label(self, scan: Scan) -> str | None:
+        prediction = getattr(scan, "prediction", None)
+        return prediction.label if prediction else None
+
+
+class StudyDetailSerializer(StudySerializer):
+    slice_list = serializers.SerializerMethodField(
+        help_text="The slices, series by series, each in anatomical order."
+    )
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "slice_list"]
+
+    def get_slice_list(self, study: Study) -> StudySliceSerializer(many=True):
+        key = set(study.key_slices)
+        slices = [scan for members in study_series(study) for scan in members]
+        for scan in slices:
+            scan.key = str(scan.pk) in key
+        return StudySliceSerializer(slices, many=True).data
+
+
+class StudyReviewSerializer(serializers.Serializer):
+    verdict = serializers.CharField(max_length=32)
+    stone_slices = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        default=list,
+        help_text="For an abnormal verdict: the slices that show it (they alone become labels).",
+    )
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+    version = serializers.IntegerField(
+        min_value=0, help_text="The study's review_version you read: a stale write gets 409."
+    )

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.services import user_organisation
 from ml_core import dicom
+from ml_core.decision import NEGATIVE_CLASS
 from ml_core.errors import ImageDecodeError
 from ml_core.images import DecodedImage, decode_image
 from ml_core.metadata import strip_metadata
@@ -272,3 +273,63 @@ def _review_record(scan: Scan, reviewer, label: str, note: str, prediction) -> R
     scan.review_version += 1
     scan.save(update_fields=["confirmed_label", "confirmed_by", "confirmed_at", "review_version"])
     return event
+
+
+class StudyNotReviewable(ValueError):
+    pass
+
+
+def study_review(
+    *,
+    study_id,
+    reviewer,
+    verdict: str,
+    stone_slices: list,
+    read_version: int,
+    note: str = "",
+) -> Study:
+    """Confirm or correct a triaged study's verdict. It reaches training as slice labels only
+    where it is unambiguous: a normal study labels every slice normal; an abnormal one labels
+    the slices the radiologist marks (at least one) with the verdict, and no other. Each
+    slice's label is a review event like any other; a stale read is refused."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        if study.review_version != read_version:
+            raise StaleReview(study.review_version)
+        if study.status != Study.Status.TRIAGED:
+            raise StudyNotReviewable(f"The study is {study.status}; review it once triaged.")
+        classes = set(settings.KIDNEY_CLASSES)
+        if study.model_version is not None:
+            classes |= set(study.model_version.classes)
+        if verdict not in classes:
+            raise UnknownLabel(f"Unknown label {verdict!r}; one of: {', '.join(sorted(classes))}.")
+        slices = {str(scan.pk): scan for scan in study.slices.select_for_update()}
+        marked = [str(scan_id) for scan_id in stone_slices]
+        if verdict == NEGATIVE_CLASS:
+            if marked:
+                raise StudyNotReviewable("A normal study has no slices to mark.")
+            labelled = list(slices)
+        else:
+            if not marked:
+                raise StudyNotReviewable(
+                    f"Mark the slices that show the {verdict}: only they become training labels."
+                )
+            unknown = [scan_id for scan_id in marked if scan_id not in slices]
+            if unknown:
+                raise StudyNotReviewable(f"Not slices of this study: {', '.join(unknown)}.")
+            labelled = marked
+        event_note = f"Study review ({verdict})" + (f": {note}" if note else "")
+        predictions = {
+            str(p.scan_id): p
+            for p in Prediction.objects.filter(scan_id__in=labelled).select_related("model_version")
+        }
+        for scan_id in labelled:
+            _review_record(slices[scan_id], reviewer, verdict, event_note, predictions.get(scan_id))
+        study.confirmed_verdict = verdict
+        study.confirmed_by = reviewer
+        study.confirmed_at = timezone.now()
+        study.review_version += 1
+        study.save(
+            update_fields=["confirmed_verdict", "confirmed_by", "confirmed_at", "review_version"]
+        )
+    return study

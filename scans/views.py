@@ -20,7 +20,7 @@ from ml_core.errors import ImageDecodeError, UnsupportedEncoding
 from ml_core.images import intensity_png
 from scans import selectors, services
 from scans.images import stored_image
-from scans.models import Scan
+from scans.models import Scan, Study
 from scans.serializers import (
     ReviewEventSerializer,
     ReviewQueueFilterSerializer,
@@ -30,6 +30,9 @@ from scans.serializers import (
     ScanAcceptedSerializer,
     ScanSerializer,
     ScanUploadSerializer,
+    StudyDetailSerializer,
+    StudyReviewSerializer,
+    StudySerializer,
 )
 
 RADIOLOGISTS = allow(read=(Role.RADIOLOGIST,), write=(Role.RADIOLOGIST,))
@@ -299,3 +302,57 @@ class ReviewQueueView(generics.ListAPIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         audited(request, response, AccessEvent.Kind.LIST)
         return response
+
+
+class StudyViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """CT studies received over DICOM, newest first, each with one verdict by the study rule
+    and its key slices. Verdicts support a radiologist's reading; they never replace it."""
+
+    permission_classes = [allow(read=tuple(Role), write=(Role.RADIOLOGIST,))]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema has no user
+            return Study.objects.none()
+        return selectors.studies_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        return StudySerializer if self.action == "list" else StudyDetailSerializer
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code == status.HTTP_200_OK and self.action == "retrieve":
+            slice_ids = [item["scan"] for item in response.data.get("slice_list", [])]
+            if slice_ids:
+                access_record(request, kind=AccessEvent.Kind.RECORD, scan_ids=slice_ids)
+        elif response.status_code == status.HTTP_200_OK and self.action == "list":
+            key_ids = [k for item in response.data.get("results", []) for k in item["key_slices"]]
+            if key_ids:
+                access_record(request, kind=AccessEvent.Kind.LIST, scan_ids=key_ids)
+        return response
+
+    @extend_schema(request=StudyReviewSerializer, responses={200: StudyDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def review(self, request, pk=None):
+        """Confirm or correct the verdict: normal labels every slice normal; an abnormal
+        verdict labels the `stone_slices` you mark. Send the review_version you read."""
+        study = self.get_object()
+        body = StudyReviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            study = services.study_review(
+                study_id=study.pk,
+                reviewer=request.user,
+                verdict=body.validated_data["verdict"],
+                stone_slices=body.validated_data["stone_slices"],
+                note=body.validated_data["note"],
+                read_version=body.validated_data["version"],
+            )
+        except services.StaleReview as stale:
+            return Response(
+                {"detail": str(stale), "review_version": stale.current_version},
+                status=status.HTTP_409_CONFLICT,
+            )
+        except (services.UnknownLabel, services.StudyNotReviewable) as refused:
+            raise ValidationError({"detail": str(refused)}) from None
+        study = self.get_queryset().get(pk=study.pk)
+        return Response(StudyDetailSerializer(study, context={"request": request}).data)

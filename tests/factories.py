@@ -39,3 +39,38 @@ def make_prediction(scan: Scan, model_version, *, label: str, stone: float) -> P
         inference_ms=5.0,
         batch_size=1,
     )
+
+
+def make_study(user, model_version, scores: list[float], *, key: int = 1, **fields):
+    """A triaged study of the user's organisation: one slice per score (position = index), a
+    prediction each, the `key` highest slices its key slices."""
+    from django.utils import timezone
+
+    from scans.models import Study
+
+    organisation = user_organisation(user)
+    study = Study.objects.create(
+        organisation=organisation,
+        study_reference=uuid.uuid4().hex,
+        calling_ae_title="TESTSCU",
+        status=Study.Status.TRIAGED,
+        last_received=timezone.now(),
+        verdict=fields.pop("verdict", "stone"),
+        score=max(scores),
+        threshold=model_version.threshold,
+        model_version=model_version,
+        triage_round=1,
+        **fields,
+    )
+    scans = [
+        make_scan(user, study=study, slice_position=float(index), status=Scan.Status.PREDICTED)
+        for index in range(len(scores))
+    ]
+    for scan, score in zip(scans, scores, strict=True):
+        make_prediction(
+            scan, model_version, label="stone" if score > 0.5 else "normal", stone=score
+        )
+    ranked = sorted(range(len(scores)), key=lambda index: -scores[index])
+    study.key_slices = [str(scans[index].pk) for index in ranked[:key]]
+    study.save(update_fields=["key_slices"])
+    return study, scans

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 STOP_GRACE_SECONDS = 20
@@ -10,8 +11,9 @@ STOP_GRACE_SECONDS = 20
 
 class Command(BaseCommand):
     help = (
-        "Run web (gunicorn), an inference worker, a training worker and celery beat together "
-        "on this machine. Ctrl-C (or SIGTERM) stops them all; so does any one of them exiting."
+        "Run web (gunicorn), an inference worker, a training worker, celery beat and the DICOM "
+        "gateway (unless KIDNEY_DICOM_PORT is 0) together on this machine. Ctrl-C (or SIGTERM) "
+        "stops them all; so does any one of them exiting."
     )
 
     def add_arguments(self, parser):
@@ -46,6 +48,8 @@ class Command(BaseCommand):
             "training": [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h"],
             "beat": [*celery, "beat"],
         }
+        if settings.KIDNEY_DICOM_PORT:
+            commands["dicom"] = [python, "manage.py", "dicom_gateway"]
         stopping = False
 
         def request_stop(signum, frame):
