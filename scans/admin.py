@@ -294,7 +294,9 @@ class StudyAdmin(AuditedReadsAdmin):
     actions = ["confirm_normal"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(slice_count=Count("slices"))
+        return (
+            super().get_queryset(request).annotate(slice_count=Count("slices")).order_by("-created")
+        )
 
     def scan_id_of(self, study):
         return study.key_slices[0] if study.key_slices else study.pk

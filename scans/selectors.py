@@ -68,7 +68,11 @@ def study_series(study: Study) -> list[list[Scan]]:
 
 def studies_visible_to(user) -> QuerySet[Study]:
     """As scans_visible_to: clinicians see their organisation's studies."""
-    studies = Study.objects.select_related("model_version").annotate(slice_count=Count("slices"))
+    studies = (
+        Study.objects.select_related("model_version")
+        .annotate(slice_count=Count("slices"))
+        .order_by("-created")
+    )
     if user_has_role(user, Role.RADIOLOGIST, Role.ML_ENGINEER):
         return studies
     organisation = user_organisation(user)
