@@ -72,7 +72,12 @@ def test_orthanc_sends_a_study_and_finds_the_results_back_in_it(
 ):
     gateway_port = free_port()
     orthanc = Orthanc(processes, tmp_path / "orthanc", gateway_port=gateway_port)
-    gateway(processes, KIDNEY_DICOM_PORT=gateway_port, KIDNEY_DICOM_DESTINATION=orthanc.destination)
+    gateway(
+        processes,
+        KIDNEY_DICOM_PORT=gateway_port,
+        KIDNEY_DICOM_DESTINATION=orthanc.destination,
+        KIDNEY_DICOM_IDENTITY_RETENTION_HOURS=0,
+    )
     instances = dicom_files.phantom_study(12, stone_at=(5, 6, 7), study_uid=dicom_files.STUDY_UID)
     orthanc_study = orthanc.store(instances)
 
@@ -113,6 +118,11 @@ def test_orthanc_sends_a_study_and_finds_the_results_back_in_it(
     assert referenced_uids
     assert referenced_uids <= original_uids
     assert_no_patient_data_stored()
+    wait_for(
+        lambda: not StudyIdentity.objects.exists(),
+        timeout=10,
+        message="the identity erased once delivered and its retention passed",
+    )
 
 
 def _orthanc_id(orthanc: Orthanc, dataset) -> str:
