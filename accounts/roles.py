@@ -28,10 +28,11 @@ def role_group(role: Role) -> Group:
 
 # Django model permissions each role's group carries, for staff members using the admin.
 ROLE_PERMISSIONS = {
-    Role.CLINICIAN: ["scans.view_scan", "scans.view_prediction"],
+    Role.CLINICIAN: ["scans.view_scan", "scans.view_prediction", "scans.view_study"],
     Role.RADIOLOGIST: [
         "scans.view_scan",
         "scans.view_prediction",
+        "scans.view_study",
         "scans.view_reviewevent",
         "scans.view_scanawaitingreview",
         "scans.change_scanawaitingreview",
@@ -44,6 +45,8 @@ ROLE_PERMISSIONS = {
         "training.view_trainingrun",
         "training.view_evaluationset",
         "training.view_promotionlog",
+        "scans.view_study",
+        "gateway.view_resultdelivery",
     ],
 }
 

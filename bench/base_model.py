@@ -37,6 +37,7 @@ from ml_core.decision import (  # noqa: E402
     choose_threshold,
 )
 from ml_core.numbers import rounded  # noqa: E402
+from ml_core.precision import resolve_precision, with_precision  # noqa: E402
 from ml_core.recipes import FROM_FOLDER, RETRAIN, SCANNER_AUGMENTATION  # noqa: E402
 from ml_core.shipped import (  # noqa: E402
     SHIPPED_MODEL_DIR,
@@ -57,6 +58,25 @@ def scored_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=str(SHIPPED_MODEL_DIR))
     parser.add_argument("--held-out", type=float, default=0.2)
     parser.add_argument("--gap", type=int, default=5)
+
+
+def validated_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """scored_model_arguments, and the validation block's and the precision's."""
+    scored_model_arguments(parser)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--validation", type=float, default=0.15)
+    parser.add_argument("--validation-gap", type=int, default=100)
+
+
+def validation_and_held_out(args):
+    """The shipped model (at --precision) with its description, and the development set's
+    validation and held-out blocks, stone and normal, as this module splits them."""
+    model, description = load_shipped(args.model)
+    model = with_precision(model, resolve_precision(args.precision))
+    entries = folder_manifest(args.data, [NEGATIVE_CLASS, REPORTED_POSITIVE])
+    development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
+    _, validation = block_split(development, fraction=args.validation, gap=args.validation_gap)
+    return model, description, validation, held_out
 
 
 def stone_report(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:

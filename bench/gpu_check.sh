@@ -14,7 +14,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 DATA=.gpu/kidney-ct
-GAP=35  # the shipped recipe's 100-slice validation gap, in every third slice
+GAP=${GAP:-35}  # the shipped recipe's 100-slice validation gap, in every third slice
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .gpu/wheels/*.whl || exit 1
@@ -24,6 +24,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.
 step() {  # step NAME SECONDS COMMAND...: a bounded step, its log in $OUT/NAME.log
     local name=$1 seconds=$2
     shift 2
+    # GPU_STEPS=a,b runs only those steps (default: all).
+    [ -z "${GPU_STEPS:-}" ] || [[ ",$GPU_STEPS," == *",$name,"* ]] || return 0
     local started=$SECONDS
     timeout "$seconds" "$@" >"$OUT/$name.log" 2>&1
     echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
@@ -59,5 +61,16 @@ step study-rule 60 python3 bench/study_rule.py --data "$DATA" --model "$OUT/ship
 step base-4class 100 python3 bench/base_model.py --data "$DATA" \
     --classes normal,stone,cyst,tumor --augmentation scanner --validation-gap $GAP \
     --epochs 15 --precision bfloat16 --input-size 224 --out "$OUT/base-4class"
+# The two-class base at 128 px (train's default size) on every packed normal and stone slice,
+# with its study rule; its weights come back in parts under the 16 MiB a file may have
+# (`cat base-128/weights.npz.part* > weights.npz` joins them).
+step base-128 240 python3 bench/base_model.py --data "$DATA" --classes normal,stone \
+    --validation-gap $GAP --epochs 15 --precision bfloat16 --input-size 128 --out "$OUT/base-128"
+step study-rule-128 60 python3 bench/study_rule.py --data "$DATA" --model "$OUT/base-128" \
+    --validation-gap $GAP
+if [ -f "$OUT/base-128/weights.npz" ]; then
+    split -b 15m "$OUT/base-128/weights.npz" "$OUT/base-128/weights.npz.part"
+    rm "$OUT/base-128/weights.npz" "$OUT/base-128/predictions.json"
+fi
 rm -f "$OUT"/*/weights.npz  # 27 MB each; the reports are what comes back
 tail -n 1 "$OUT"/*.log

@@ -28,9 +28,9 @@ WHEELS = ("keras==3.15.1", "namex==0.1.0", "optree==0.20.0", "pydicom==3.0.2")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
-def pack_images(data: Path, out: Path, *, stride: int, quality: int) -> int:
+def pack_images(data: Path, out: Path, *, classes, stride: int, quality: int) -> int:
     count = 0
-    for label in CLASSES:
+    for label in classes:
         folder = out / label
         folder.mkdir(parents=True)
         for path in images_in_acquisition_order(data / label)[::stride]:
@@ -55,11 +55,12 @@ def main() -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu")
     parser.add_argument("--stride", type=int, default=3)
+    parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--quality", type=int, default=70)
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
-    images = pack_images(args.data, args.out / "kidney-ct", stride=args.stride,
-                         quality=args.quality)  # fmt: skip
+    images = pack_images(args.data, args.out / "kidney-ct", classes=args.classes.split(","),
+                         stride=args.stride, quality=args.quality)  # fmt: skip
     download_wheels(args.out / "wheels")
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())
     print(f"{images} images and {len(WHEELS)} wheels in {args.out}: {size / 2**20:.1f} MiB")

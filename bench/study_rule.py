@@ -26,14 +26,12 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from bench.base_model import scored_model_arguments  # noqa: E402
+from bench.base_model import validated_model_arguments, validation_and_held_out  # noqa: E402
 from bench.study_runs import study_runs  # noqa: E402
-from ml_core.datasets import block_split, folder_manifest  # noqa: E402
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
-from ml_core.precision import resolve_precision, with_precision  # noqa: E402
 from ml_core.preprocessing import PreprocessingConfig  # noqa: E402
-from ml_core.shipped import describe_shipped, load_shipped, shipped_description  # noqa: E402
+from ml_core.shipped import describe_shipped, shipped_description  # noqa: E402
 from ml_core.study import (  # noqa: E402
     StudyRule,
     choose_study_threshold,
@@ -97,10 +95,7 @@ def share_flagged(studies, rule: StudyRule, threshold: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    scored_model_arguments(parser)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--validation", type=float, default=0.15)
-    parser.add_argument("--validation-gap", type=int, default=100)
+    validated_model_arguments(parser)
     parser.add_argument("--windows", default="1,2,3,4,5")
     parser.add_argument("--window", type=int, default=StudyRule().window, help="Written.")
     parser.add_argument("--stone-run", type=int, default=3, help="Stone slices per built study.")
@@ -110,13 +105,9 @@ def main() -> None:
     parser.add_argument("--write-model", action="store_true")
     args = parser.parse_args()
 
-    model, description = load_shipped(args.model)
-    model = with_precision(model, resolve_precision(args.precision))
+    model, description, validation, held_out = validation_and_held_out(args)
     classes = description["classes"]
     preprocessing = PreprocessingConfig.from_dict(description["preprocessing"])
-    entries = folder_manifest(args.data, [NEGATIVE_CLASS, STONE])
-    development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
-    _, validation = block_split(development, fraction=args.validation, gap=args.validation_gap)
     blocks = {}
     for name, block in (("validation", validation), ("held_out", held_out)):
         scores = abnormal_scores(predict_entries(model, block, preprocessing, 32), classes)

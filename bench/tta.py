@@ -19,16 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from bench.base_model import (  # noqa: E402
     REPORTED_POSITIVE,
-    scored_model_arguments,
     stone_report,
+    validated_model_arguments,
+    validation_and_held_out,
 )
 from ml_core.batches import load_intensity  # noqa: E402
-from ml_core.datasets import block_split, folder_manifest  # noqa: E402
-from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold  # noqa: E402
+from ml_core.decision import abnormal_scores, choose_threshold  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
-from ml_core.precision import resolve_precision, with_precision  # noqa: E402
 from ml_core.preprocessing import PreprocessingConfig, normalise  # noqa: E402
-from ml_core.shipped import load_shipped  # noqa: E402
 
 BATCH = 64
 
@@ -53,20 +51,13 @@ def plain_and_mirrored(model, entries, preprocessing, classes) -> dict[str, np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    scored_model_arguments(parser)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--validation", type=float, default=0.15)
-    parser.add_argument("--validation-gap", type=int, default=100)
+    validated_model_arguments(parser)
     parser.add_argument("--target-sensitivity", type=float, default=0.95)
     args = parser.parse_args()
 
-    model, description = load_shipped(args.model)
-    model = with_precision(model, resolve_precision(args.precision))
+    model, description, validation, held_out = validation_and_held_out(args)
     classes = description["classes"]
     preprocessing = PreprocessingConfig.from_dict(description["preprocessing"])
-    entries = folder_manifest(args.data, [NEGATIVE_CLASS, REPORTED_POSITIVE])
-    development, held_out = block_split(entries, fraction=args.held_out, gap=args.gap)
-    _, validation = block_split(development, fraction=args.validation, gap=args.validation_gap)
     positive = np.array([entry.label == REPORTED_POSITIVE for entry in validation])
     labels = np.array([entry.label for entry in held_out])
 

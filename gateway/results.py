@@ -163,6 +163,8 @@ def _with_notice(picture: Image.Image, study: Study, prediction) -> Image.Image:
         f"slice score {prediction.abnormal_score:.3f}" if prediction else "",
         "Decision support only: a radiologist decides.",
     ]
+    if prediction is None or prediction.heatmap_signal is not True:
+        lines.insert(2, "Evidence map: no signal on this slice")
     band = 14 * len(lines) + 6
     canvas = Image.new("RGB", (width, picture.height + band), "black")
     canvas.paste(picture, (0, 0))

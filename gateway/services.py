@@ -196,7 +196,12 @@ def deliveries_due(*, limit: int = 20) -> list[ResultDelivery]:
 
 
 def identities_erase() -> int:
-    """Erase the identities whose results are delivered and whose retention has passed; a
-    study that receives instances again keeps a fresh one."""
-    erased, _ = StudyIdentity.objects.filter(erase_after__lt=timezone.now()).delete()
+    """Erase the identities whose results are delivered (or whose study failed) and whose
+    retention has passed; a study that receives instances again keeps a fresh one."""
+    now = timezone.now()
+    retention = timedelta(hours=settings.KIDNEY_DICOM_IDENTITY_RETENTION_HOURS)
+    StudyIdentity.objects.filter(
+        study__status=Study.Status.FAILED, erase_after__isnull=True
+    ).update(erase_after=now + retention)
+    erased, _ = StudyIdentity.objects.filter(erase_after__lt=now).delete()
     return erased

@@ -32,8 +32,11 @@ def review_queue(
 ) -> QuerySet[Scan]:
     """Predicted scans nobody has reviewed, the most uncertain first: those whose P(abnormal)
     is closest to their version's threshold. Optionally only those the model flagged (or
-    not), those a given version predicted, those predicted since a date."""
-    scans = Scan.objects.filter(status=Scan.Status.PREDICTED, confirmed_label="")
+    not), those a given version predicted, those predicted since a date. A study's slices are
+    reviewed with their study (the study page), not one by one here."""
+    scans = Scan.objects.filter(
+        status=Scan.Status.PREDICTED, confirmed_label="", study__isnull=True
+    )
     if positive is not None:
         flagged = Q(prediction__abnormal_score__gte=F("prediction__threshold"))
         scans = scans.filter(flagged if positive else ~flagged)

@@ -38,6 +38,14 @@ from scans.serializers import (
 RADIOLOGISTS = allow(read=(Role.RADIOLOGIST,), write=(Role.RADIOLOGIST,))
 
 
+def stale_review_response(stale: services.StaleReview) -> Response:
+    """409 with the review version now stored: read again, then decide."""
+    return Response(
+        {"detail": str(stale), "review_version": stale.current_version},
+        status=status.HTTP_409_CONFLICT,
+    )
+
+
 class UploadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "upload_too_large"
@@ -187,10 +195,7 @@ class ScanViewSet(
                 read_version=body.validated_data["version"],
             )
         except services.StaleReview as stale:
-            return Response(
-                {"detail": str(stale), "review_version": stale.current_version},
-                status=status.HTTP_409_CONFLICT,
-            )
+            return stale_review_response(stale)
         except services.UnknownLabel as unknown:
             raise ValidationError({"label": [str(unknown)]}) from None
         return Response(ReviewEventSerializer(event).data)
@@ -210,10 +215,7 @@ class ScanViewSet(
                 scan_id=scan.pk, reviewer=request.user, read_version=body.validated_data["version"]
             )
         except services.StaleReview as stale:
-            return Response(
-                {"detail": str(stale), "review_version": stale.current_version},
-                status=status.HTTP_409_CONFLICT,
-            )
+            return stale_review_response(stale)
         except services.NothingToUndo as nothing:
             raise ValidationError({"detail": str(nothing)}) from None
         return Response(ReviewEventSerializer(event).data)
@@ -348,10 +350,7 @@ class StudyViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.Ge
                 read_version=body.validated_data["version"],
             )
         except services.StaleReview as stale:
-            return Response(
-                {"detail": str(stale), "review_version": stale.current_version},
-                status=status.HTTP_409_CONFLICT,
-            )
+            return stale_review_response(stale)
         except (services.UnknownLabel, services.StudyNotReviewable) as refused:
             raise ValidationError({"detail": str(refused)}) from None
         study = self.get_queryset().get(pk=study.pk)

@@ -104,41 +104,18 @@ def tiny_model_artifact() -> dict:
     Returns the ModelVersion fields that describe it.
     """
     from ml_core.training import train_on_phantoms
-    from training.files import artifact_store
 
     trained = train_on_phantoms(
         input_size=TEST_INPUT_SIZE, samples=64, epochs=2, target_sensitivity=0.95
     )
-    saved = TEST_DATA_DIR / "test-model.keras"
-    trained.model.save(saved)
-    artifact = artifact_store(saved)
-    preprocessing = trained.preprocessing.to_dict()
-    return {
-        "classes": trained.classes,
-        "input_size": preprocessing.pop("input_size"),
-        "preprocessing": preprocessing,
-        "threshold": trained.threshold,
-        "study_rule": trained.study_rule.to_dict(),
-        "study_threshold": trained.study_threshold,
-        "artifact": artifact,
-    }
+    return _stored(trained, "test-model.keras")
 
 
-@pytest.fixture(scope="session")
-def study_model_artifact() -> dict:
-    """A tiny real model that tells phantom stones apart at once: stones as large as
-    tests.dicom_files.phantom_study draws, at 32 px. For the study rule's end-to-end tests."""
-    from ml_core.training import train_on_phantoms
+def _stored(trained, name: str) -> dict:
+    """Save a trained classifier into storage; return the ModelVersion fields of it."""
     from training.files import artifact_store
 
-    trained = train_on_phantoms(
-        input_size=TEST_INPUT_SIZE,
-        samples=256,
-        epochs=30,
-        target_sensitivity=0.95,
-        stone_radius=STUDY_STONE_RADIUS,
-    )
-    saved = TEST_DATA_DIR / "study-model.keras"
+    saved = TEST_DATA_DIR / name
     trained.model.save(saved)
     preprocessing = trained.preprocessing.to_dict()
     return {
@@ -150,6 +127,22 @@ def study_model_artifact() -> dict:
         "study_threshold": trained.study_threshold,
         "artifact": artifact_store(saved),
     }
+
+
+@pytest.fixture(scope="session")
+def study_model_artifact() -> dict:
+    """A tiny real model that tells phantom stones apart at once: stones as large as
+    tests.dicom_files.phantom_study draws, at 32 px. For the study rule's end-to-end tests."""
+    from ml_core.training import train_on_phantoms
+
+    trained = train_on_phantoms(
+        input_size=TEST_INPUT_SIZE,
+        samples=256,
+        epochs=30,
+        target_sensitivity=0.95,
+        stone_radius=STUDY_STONE_RADIUS,
+    )
+    return _stored(trained, "study-model.keras")
 
 
 @pytest.fixture

@@ -117,6 +117,17 @@ def c_store(port: int, instances: list, *, calling: str = "TESTSCU", called: str
         association.release()
 
 
+def storescu(port: int, instances: list[bytes], folder: Path, *, calling: str = "TESTSCU"):
+    """dcmtk's storescu sends the instances (written to `folder`) in one association."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, data in enumerate(instances):
+        (folder / f"{number:05d}.dcm").write_bytes(data)
+    command = ["storescu", "-aet", calling, "-aec", GATEWAY_AE, "127.0.0.1", str(port)]
+    subprocess.run([*command, "+sd", str(folder)], check=True, capture_output=True, timeout=300)
+
+
 def c_echo(port: int, *, calling: str) -> int | None:
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)

@@ -34,4 +34,12 @@ if [ -z "${KIDNEY_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   command -v chromium >/dev/null \
     || echo "tests/setup.sh: cannot install Debian's chromium here (needs root and apt-get); the browser test will fail (or set KIDNEY_TEST_CHROMIUM to a Chromium binary)"
 fi
+# The DICOM gateway's tests: Debian's Orthanc as the PACS and dcmtk's storescu as a sender.
+if ! command -v Orthanc >/dev/null && [ ! -x /usr/sbin/Orthanc ] || ! command -v storescu >/dev/null; then
+  if can_install; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk) >/dev/null
+  fi
+  { [ -x /usr/sbin/Orthanc ] && command -v storescu >/dev/null; } \
+    || echo "tests/setup.sh: cannot install Debian's orthanc and dcmtk here; the DICOM gateway's tests will fail"
+fi
 exit 0

@@ -11,7 +11,14 @@ from gateway.models import ResultDelivery, StudyIdentity
 from scans.models import DECISION_SUPPORT_NOTICE, Scan, Study
 from tests import dicom_files
 from tests.conftest import TEST_DATA_DIR, _test_database_url, wait_for
-from tests.dicom_network import Orthanc, StorageServer, c_echo, c_store, start_gateway
+from tests.dicom_network import (
+    Orthanc,
+    StorageServer,
+    c_echo,
+    c_store,
+    start_gateway,
+    storescu,
+)
 from tests.processes import Processes, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,13 +205,13 @@ def test_two_studies_interleaved_over_two_associations_and_an_instance_sent_twic
 
 
 def test_a_stone_on_3_slices_of_100_is_flagged_and_scattered_high_slices_are_not(
-    processes, celery_worker_process, serving_study_model
+    processes, celery_worker_process, serving_study_model, tmp_path
 ):
     port = gateway(processes)
     stone = dicom_files.phantom_study(100, stone_at=(40, 41, 42), seed=3)
     scattered = dicom_files.phantom_study(100, stone_at=(10, 35, 60, 85), seed=4)
 
-    c_store(port, stone)
+    storescu(port, stone, tmp_path / "stone")  # dcmtk's client
     c_store(port, scattered)
 
     flagged, not_flagged = wait_for(lambda: triaged(2), timeout=TRIAGE_SECONDS, message="verdicts")

@@ -193,3 +193,63 @@ def test_only_radiologists_review_studies(client_for, serving_model):
 
     assert answer.status_code == 403
     assert not Scan.objects.exclude(confirmed_label="").exists()
+
+
+def test_the_admin_shows_a_study_as_a_strip_and_confirms_normal_studies(db, client, serving_model):
+    from tests.test_admin import staff_in_role
+
+    radiologist = staff_in_role("radiologist", "staff-radiologist")
+    study, scans = make_study(radiologist, serving_model, [0.1, 0.9, 0.2], key=1)
+    client.force_login(radiologist)
+
+    page = client.get(f"/admin/scans/study/{study.pk}/change/").content.decode()
+    confirmed = client.post(
+        "/admin/scans/study/", {"action": "confirm_normal", "_selected_action": [str(study.pk)]}
+    )
+
+    assert page.count("<figure") == 3
+    assert "#1 " in page
+    assert f"/admin/scans/scan/{scans[1].pk}/thumbnail.png" in page
+    assert confirmed.status_code == 302
+    assert set(Scan.objects.filter(study=study).values_list("confirmed_label", flat=True)) == {
+        "normal"
+    }
+
+
+def test_the_study_page_shows_the_strip_and_a_radiologist_marks_the_stone(
+    db, client, serving_model
+):
+    from accounts.services import api_user_upsert
+
+    radiologist, _ = api_user_upsert(username="reader", role="radiologist")
+    study, scans = make_study(radiologist, serving_model, [0.1, 0.9, 0.8, 0.2], key=2)
+    client.force_login(radiologist)
+
+    page = client.get(f"/review/studies/{study.pk}/").content.decode()
+    listed = client.get("/review/studies/").content.decode()
+    posted = client.post(
+        f"/review/studies/{study.pk}/",
+        {"verdict": "stone", "stone_slices": [str(scans[1].pk)], "version": "0"},
+    )
+
+    assert page.count('name="stone_slices"') == 4
+    assert page.count('class="key"') == 2
+    assert DECISION_SUPPORT_NOTICE in page
+    assert str(study.pk) in listed
+    assert posted.status_code == 302
+    labels = dict(Scan.objects.filter(study=study).values_list("pk", "confirmed_label"))
+    assert labels[scans[1].pk] == "stone"
+    assert labels[scans[2].pk] == ""
+
+
+def test_a_studys_slices_stay_out_of_the_slice_review_queue(client_for, serving_model):
+    from tests.factories import make_prediction, make_scan
+
+    radiologist = client_for("radiologist")
+    make_study(radiologist.user, serving_model, [0.4, 0.5])
+    alone = make_scan(radiologist.user, status=Scan.Status.PREDICTED)
+    make_prediction(alone, serving_model, label="stone", stone=0.6)
+
+    queue = radiologist.get("/api/review-queue/").json()["results"]
+
+    assert [item["id"] for item in queue] == [str(alone.pk)]
