@@ -158,7 +158,7 @@ def delivery_attempt(delivery: ResultDelivery, send) -> bool:
             settings.KIDNEY_DICOM_RETRY_SECONDS * 2 ** (delivery.attempts - 1),
         )
         delivery.next_attempt = timezone.now() + timedelta(seconds=wait)
-        delivery.last_error = f"{type(error).__name__}: {error}"[:1000]
+        delivery.last_error = _reason(error)
         delivery.save(update_fields=["attempts", "next_attempt", "last_error"])
         logger.warning(
             "Results of study %s to %s: attempt %d failed (%s); next in %.0f s",
@@ -183,6 +183,15 @@ def delivery_attempt(delivery: ResultDelivery, send) -> bool:
         StudyIdentity.objects.filter(study=study).update(erase_after=now + retention)
     logger.info("Results of study %s delivered to %s", study.pk, delivery.destination)
     return True
+
+
+def _reason(error: Exception) -> str:
+    """What the outbox keeps of a failure: a network error's message (it names the
+    destination), else only the error's type, since building the results handles the
+    study's identifiers and a message could quote them."""
+    if isinstance(error, OSError):  # ConnectionError and timeouts are OSErrors
+        return f"{type(error).__name__}: {error}"[:1000]
+    return f"{type(error).__name__} while building the results (the gateway's DEBUG log has it)"
 
 
 def deliveries_due(*, limit: int = 20) -> list[ResultDelivery]:

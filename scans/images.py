@@ -18,7 +18,9 @@ def stored_image(
     """Raises OSError when storage cannot be read, ml_core.errors.ImageDecodeError when the
     stored bytes do not decode. A DICOM slice is seen through `window`, else the
     preprocessing's, else the soft-tissue window."""
-    with scan.file.open("rb") as stored:
+    # Through the storage, not the field's cached file: a scan read twice (a study's key
+    # slices) would find that file closed, and a storage with no local paths cannot reopen it.
+    with scan.file.storage.open(scan.file.name, "rb") as stored:
         data = stored.read()
     return decode_image(
         data,

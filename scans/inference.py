@@ -366,33 +366,30 @@ def study_classify(*, study_id, task_id: str) -> bool:
     if not claimed:
         return False
     study = Study.objects.get(pk=study_id)
-    series = study_series(study)
     config = model_version.preprocessing_config
-    readable_series, pixels = [], []
-    for members in series:
+    # Read and predicted a batch at a time: a 500-slice study never sits in memory whole.
+    readable_series, probabilities, seconds = [], [], 0.0
+    for members in study_series(study):
         readable = []
-        for scan in members:
-            try:
-                image = stored_image(scan, config)
-            except OSError as error:
-                raise StudyNotReady(
-                    f"A slice could not be read: {error.strerror or type(error).__name__}"
-                ) from None
-            except ImageDecodeError as error:
-                scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
+        for start in range(0, len(members), settings.KIDNEY_INFERENCE_BATCH_SIZE):
+            chunk = _readable_slices(
+                members[start : start + settings.KIDNEY_INFERENCE_BATCH_SIZE], config
+            )
+            if not chunk:
                 continue
-            readable.append(scan)
-            pixels.append(image.pixels)
+            batch = to_model_batch([image.pixels for _, image in chunk], config)
+            started = time.perf_counter()
+            probabilities.append(predictor.predict(batch))
+            seconds += time.perf_counter() - started
+            readable += [scan for scan, _ in chunk]
         if readable:
             readable_series.append(readable)
-    if not pixels:
+    if not readable_series:
         study_fail(study_id=study_id, task_id=task_id, reason="No slice of it could be read.")
         return False
     scans = [scan for members in readable_series for scan in members]
-    batch = to_model_batch(pixels, config)
-    started = time.perf_counter()
-    probabilities = predictor.predict(batch)
-    share_ms = (time.perf_counter() - started) * 1000.0 / len(scans)
+    probabilities = np.concatenate(probabilities)
+    share_ms = seconds * 1000.0 / len(scans)
     scores = abnormal_scores(probabilities, model_version.classes)
     rule, threshold = model_version.study_decision
     offsets = np.cumsum([0, *[len(members) for members in readable_series]])
@@ -402,8 +399,12 @@ def study_classify(*, study_id, task_id: str) -> bool:
         threshold,
     )
     key_rows = verdict.key_slices
-    _, heatmaps = predictor.predict_and_explain(batch[key_rows], model_version.classes)
-    overlays = overlays_by_scan([scans[row] for row in key_rows], heatmaps)
+    key_scans = [scans[row] for row in key_rows]
+    key_batch = to_model_batch(
+        [image.pixels for _, image in _readable_slices(key_scans, config)], config
+    )
+    _, heatmaps = predictor.predict_and_explain(key_batch, model_version.classes)
+    overlays = overlays_by_scan(key_scans, heatmaps)
     label = _study_label(probabilities[key_rows], model_version.classes, verdict.positive)
     with transaction.atomic():
         predictions_store(
@@ -433,6 +434,22 @@ def study_classify(*, study_id, task_id: str) -> bool:
     if triaged:
         logger.info("Study %s triaged: %s (%d slices)", study_id, label, len(scans))
     return bool(triaged)
+
+
+def _readable_slices(scans: list[Scan], config) -> list:
+    """(scan, decoded image) for each slice that decodes; one that does not fails alone.
+    Raises StudyNotReady when storage cannot be read (the study is tried again)."""
+    readable = []
+    for scan in scans:
+        try:
+            readable.append((scan, stored_image(scan, config)))
+        except OSError as error:
+            raise StudyNotReady(
+                f"A slice could not be read: {error.strerror or type(error).__name__}"
+            ) from None
+        except ImageDecodeError as error:
+            scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
+    return readable
 
 
 def _study_label(key_probabilities: np.ndarray, classes: list[str], positive: bool) -> str:
