@@ -263,3 +263,36 @@ def test_results_wait_for_a_destination_that_is_down_and_arrive_once(
     delivery = ResultDelivery.objects.get()
     assert delivery.attempts >= 3
     assert StudyIdentity.objects.get(study=study).erase_after is not None
+
+
+def test_instances_after_the_verdict_open_the_study_again_and_new_results_follow(
+    processes, celery_worker_process, serving_study_model
+):
+    destination = StorageServer()
+    destination.start()
+    try:
+        port = gateway(processes, KIDNEY_DICOM_DESTINATION=destination.destination)
+        instances = dicom_files.phantom_study(6, seed=6)
+        c_store(port, instances[:4])
+        (study,) = wait_for(triaged, timeout=TRIAGE_SECONDS, message="the first verdict")
+        wait_for(
+            lambda: ResultDelivery.objects.filter(status="delivered").count() == 1,
+            timeout=60,
+            message="the first results",
+        )
+
+        c_store(port, instances[4:] + instances[:1])  # two new instances and one again
+
+        wait_for(
+            lambda: ResultDelivery.objects.filter(status="delivered").count() == 2,
+            timeout=TRIAGE_SECONDS,
+            message="the second results",
+        )
+    finally:
+        destination.stop()
+    study.refresh_from_db()
+    assert study.triage_round == 2
+    assert study.slices.count() == 6
+    reports = [d for copies in destination.received.values() for d in copies if d.Modality == "SR"]
+    assert len(reports) == 2
+    assert reports[0].SOPInstanceUID != reports[1].SOPInstanceUID

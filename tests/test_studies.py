@@ -253,3 +253,29 @@ def test_a_studys_slices_stay_out_of_the_slice_review_queue(client_for, serving_
     queue = radiologist.get("/api/review-queue/").json()["results"]
 
     assert [item["id"] for item in queue] == [str(alone.pk)]
+
+
+def test_a_shipped_version_served_before_study_thresholds_gets_its_own(db, tiny_model_artifact):
+    import importlib
+
+    from django.apps import apps
+    from django.conf import settings
+
+    from ml_core.shipped import shipped_description
+    from training.models import ModelVersion
+
+    description = shipped_description(settings.KIDNEY_SHIPPED_MODEL_DIR)
+    fields = {**tiny_model_artifact, "study_rule": {}, "study_threshold": None}
+    fields["threshold"] = description["threshold"]
+    shipped = ModelVersion.objects.create(version=1, model_card="/model-card/", **fields)
+    fields["threshold"] = 0.5
+    other = ModelVersion.objects.create(version=2, model_card="/model-card/", **fields)
+    migration = importlib.import_module("training.migrations.0009_shipped_study_threshold")
+
+    migration.shipped_study_decision(apps, None)
+
+    shipped.refresh_from_db()
+    other.refresh_from_db()
+    assert shipped.study_threshold == description["study"]["threshold"]
+    assert shipped.study_rule == {"window": 3}
+    assert other.study_threshold is None
