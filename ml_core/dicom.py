@@ -134,6 +134,34 @@ def hounsfield_units(
     accepted, ImageTooLarge before decoding an oversized image and UnsupportedEncoding when no
     decoder is installed for the pixel data's encoding.
     """
+    dataset, stored = _stored_pixels(data, max_pixels=max_pixels, min_side=min_side, frame=frame)
+    slope, intercept = _rescale(dataset, frame or 0)
+    return stored.astype(np.float32) * slope + intercept
+
+
+def slice_intensity(
+    data: bytes,
+    *,
+    window: CtWindow,
+    max_pixels: int,
+    min_side: int = 1,
+    frame: int | None = None,
+) -> np.ndarray:
+    """One CT slice as intensity in [0, 1]: Hounsfield units seen through `window`. A slice
+    whose pixels are display values already (8 bits stored and no rescale anywhere, as a CT
+    slice made from a JPEG export is) is scaled as it is: a CT window over values that are
+    not Hounsfield units would wash it out. Raises as hounsfield_units does."""
+    dataset, stored = _stored_pixels(data, max_pixels=max_pixels, min_side=min_side, frame=frame)
+    if _holds_display_values(dataset):
+        top = float(2 ** int(dataset.get("BitsStored", 8) or 8) - 1)
+        return np.clip(stored.astype(np.float32) / top, 0.0, 1.0)
+    slope, intercept = _rescale(dataset, frame or 0)
+    return window.apply(stored.astype(np.float32) * slope + intercept)
+
+
+def _stored_pixels(
+    data: bytes, *, max_pixels: int, min_side: int, frame: int | None
+) -> tuple[Dataset, np.ndarray]:
     dataset = _read(data)
     frames = _validate(dataset, max_pixels=max_pixels, min_side=min_side, frame=frame)
     try:
@@ -144,8 +172,19 @@ def hounsfield_units(
         raise ImageDecodeError(
             f"The DICOM pixel data has shape {stored.shape}; one slice expected."
         )
-    slope, intercept = _rescale(dataset, frame or 0)
-    return stored.astype(np.float32) * slope + intercept
+    return dataset, stored
+
+
+def _holds_display_values(dataset: Dataset) -> bool:
+    try:
+        eight_bits = int(dataset.get("BitsStored", 16) or 16) <= 8
+    except (TypeError, ValueError):
+        return False
+    rescaled = "RescaleSlope" in dataset or "RescaleIntercept" in dataset
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in dataset.get(sequence) or []:
+            rescaled |= "PixelValueTransformationSequence" in group
+    return eight_bits and not rescaled
 
 
 def _read(data: bytes) -> Dataset:

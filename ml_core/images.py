@@ -47,8 +47,8 @@ def decode_image(
     frame: int | None = None,
 ) -> DecodedImage:
     """Decode PNG or JPEG bytes of any mode, or a DICOM CT slice, into a greyscale intensity
-    image. DICOM becomes Hounsfield units seen through `window`; `frame` picks one frame of a
-    multi-frame DICOM file.
+    image. DICOM becomes Hounsfield units seen through `window` (dicom.slice_intensity);
+    `frame` picks one frame of a multi-frame DICOM file.
 
     Raises ImageDecodeError (ImageTooLarge, UnsupportedEncoding) with a message meant for the
     uploader.
@@ -56,12 +56,10 @@ def decode_image(
     if not data:
         raise ImageDecodeError("The file is empty.")
     if dicom.is_dicom(data):
-        hounsfield = dicom.hounsfield_units(
-            data, max_pixels=max_pixels, min_side=min_side, frame=frame
+        pixels = dicom.slice_intensity(
+            data, window=window, max_pixels=max_pixels, min_side=min_side, frame=frame
         )
-        return DecodedImage(
-            pixels=window.apply(hounsfield), format="DICOM", content_type=dicom.CONTENT_TYPE
-        )
+        return DecodedImage(pixels=pixels, format="DICOM", content_type=dicom.CONTENT_TYPE)
     if frame is not None:
         raise ImageDecodeError("A frame can only be chosen in a multi-frame DICOM file.")
     try:

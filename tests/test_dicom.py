@@ -202,3 +202,20 @@ def test_imported_dicom_slices_keep_their_study_together_in_training_splits(tmp_
     # 20% of each class is two slices of its later study; the whole study goes with them.
     assert len(held_out) == 12
     assert {entry.group for entry in kept}.isdisjoint({entry.group for entry in held_out})
+
+
+def test_a_ct_slice_holding_display_values_is_read_as_they_are_not_through_the_window():
+    values = (np.arange(128 * 128) % 256).astype(np.uint8).reshape(128, 128)
+
+    def display_values(dataset):
+        dataset.set_pixel_data(values, photometric_interpretation="MONOCHROME2", bits_stored=8)
+        del dataset.RescaleSlope
+        del dataset.RescaleIntercept
+
+    pixels = decode_image(dicom_files.ct_edited(display_values), max_pixels=LIMIT).pixels
+
+    np.testing.assert_allclose(pixels, values / 255.0, atol=1e-6)
+    rescaled = decode_image(dicom_files.ct_slice(), max_pixels=LIMIT).pixels
+    np.testing.assert_allclose(
+        rescaled, dicom.SOFT_TISSUE_WINDOW.apply(dicom_files.ct_hounsfield()), atol=1e-6
+    )
