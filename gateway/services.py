@@ -10,6 +10,7 @@ from datetime import timedelta
 import pydicom
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -73,6 +74,7 @@ def instance_receive(*, data: bytes, calling_ae_title: str) -> Received:
         position = slice_position(header)
     except Exception as error:  # a corrupt header can fail anywhere in the parser
         return Received(CANNOT_UNDERSTAND, f"The DICOM header is corrupt ({type(error).__name__}).")
+    stored_file = ""
     try:
         with transaction.atomic():
             user, organisation = gateway_user(calling_ae_title)
@@ -84,6 +86,7 @@ def instance_receive(*, data: bytes, calling_ae_title: str) -> Received:
                 series_uid=series_uid,
                 slice_position=position,
             )
+            stored_file = scan.file.name if new else ""
             kept = StudyIdentity.objects.select_for_update().filter(study=study).first()
             merged = identities.merged(
                 identities.decrypt(kept.ciphertext) if kept else None, header, str(scan.pk)
@@ -96,6 +99,11 @@ def instance_receive(*, data: bytes, calling_ae_title: str) -> Received:
         modality = str(header.get("Modality", ""))
         status = DATA_SET_DOES_NOT_MATCH if modality != "CT" else CANNOT_UNDERSTAND
         return Received(status, str(error))
+    except BaseException:
+        # The rows rolled back; the slice's file, written before, goes with them.
+        if stored_file:
+            default_storage.delete(stored_file)
+        raise
     return Received(SUCCESS, new=new)
 
 
