@@ -28,13 +28,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from bench.base_model import validated_model_arguments, validation_and_held_out  # noqa: E402
 from bench.study_runs import study_runs  # noqa: E402
-from ml_core.decision import NEGATIVE_CLASS, abnormal_scores  # noqa: E402
+from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, choose_threshold  # noqa: E402
 from ml_core.numbers import rounded  # noqa: E402
 from ml_core.preprocessing import PreprocessingConfig  # noqa: E402
 from ml_core.shipped import describe_shipped, shipped_description  # noqa: E402
 from ml_core.study import (  # noqa: E402
     StudyRule,
-    choose_study_threshold,
     study_score,
     wilson_interval,
 )
@@ -63,7 +62,7 @@ def block_studies(entries, scores, rng, *, stone_run: int, segment: int) -> dict
         for study in normal_studies
         for start in range(0, len(study) - segment + 1, segment)
     ] or normal_studies
-    stone_runs = [run for run in by_class[STONE] if len(run) >= 1]
+    stone_runs = by_class[STONE]
     built, built_whole = [], []
     for number, normal in enumerate(segments):
         run = stone_runs[number % len(stone_runs)]
@@ -130,7 +129,7 @@ def main() -> None:
         negatives = chosen_on["normal_segments"]
         study_scores = np.array([study_score([s], rule) for s in positives + negatives])
         is_positive = np.array([True] * len(positives) + [False] * len(negatives))
-        threshold = choose_study_threshold(study_scores, is_positive, args.target_sensitivity)
+        threshold = choose_threshold(is_positive, study_scores, args.target_sensitivity)
         measured = {"threshold": threshold, **_measure(blocks, rule, threshold)}
         report["rules"][f"window_{window}"] = measured
         print(f"window {window}: {json.dumps(rounded(measured))}", flush=True)

@@ -91,14 +91,6 @@ def position_along_normal(position: list[float], orientation: list[float]) -> fl
     return float(np.dot(normal, np.asarray(position, dtype=np.float64)))
 
 
-def choose_study_threshold(
-    study_scores: np.ndarray, is_positive: np.ndarray, target_sensitivity: float
-) -> float:
-    """The study threshold for a target study-level sensitivity (decision.choose_threshold,
-    counted in studies)."""
-    return choose_threshold(is_positive, study_scores, target_sensitivity)
-
-
 def built_studies(
     normal_scores: np.ndarray,
     stone_scores: np.ndarray,
@@ -167,4 +159,4 @@ def study_threshold_from_slices(
     if not positive.any():
         return None
     study_scores = np.array([study_score([study], rule) for study in studies])
-    return choose_study_threshold(study_scores, positive, STUDY_TARGET_SENSITIVITY)
+    return choose_threshold(positive, study_scores, STUDY_TARGET_SENSITIVITY)

@@ -29,9 +29,9 @@ def heatmap_enqueue(scan_id: str) -> None:
     transaction.on_commit(lambda: _send(COMPUTE_HEATMAP, [str(scan_id)], countdown=0))
 
 
-def study_enqueue(study_id, *, countdown: float = 0) -> None:
+def study_enqueue(study_id) -> None:
     """Send a complete study to the inference queue once the current transaction commits."""
-    transaction.on_commit(lambda: _send(CLASSIFY_STUDY, [str(study_id)], countdown=countdown))
+    transaction.on_commit(lambda: _send(CLASSIFY_STUDY, [str(study_id)], countdown=0))
 
 
 def _send_batches(scan_ids: list[str], countdown: float) -> None:

@@ -405,7 +405,13 @@ def study_classify(*, study_id, task_id: str) -> bool:
     )
     _, heatmaps = predictor.predict_and_explain(key_batch, model_version.classes)
     overlays = overlays_by_scan(key_scans, heatmaps)
-    label = _study_label(probabilities[key_rows], model_version.classes, verdict.positive)
+    # Flagged: the abnormal class `decide` names for the key slices' mean (a threshold of 0
+    # leaves only its choice among the abnormal classes).
+    label = (
+        decide(probabilities[key_rows].mean(axis=0), model_version.classes, 0.0)
+        if verdict.positive
+        else NEGATIVE_CLASS
+    )
     with transaction.atomic():
         predictions_store(
             scans=scans,
@@ -450,15 +456,6 @@ def _readable_slices(scans: list[Scan], config) -> list:
         except ImageDecodeError as error:
             scan_fail(scan=scan, reason=f"The stored image could not be decoded: {error}")
     return readable
-
-
-def _study_label(key_probabilities: np.ndarray, classes: list[str], positive: bool) -> str:
-    """normal, or the abnormal class likeliest on average over the key slices."""
-    if not positive:
-        return NEGATIVE_CLASS
-    mean = np.asarray(key_probabilities).mean(axis=0)
-    abnormal = [index for index, name in enumerate(classes) if name != NEGATIVE_CLASS]
-    return classes[max(abnormal, key=lambda index: mean[index])]
 
 
 def study_release(*, study_id, task_id: str, reason: str) -> None:

@@ -44,6 +44,14 @@ def judged_on(serving) -> dict | None:
     return None
 
 
+def _posted_version(request) -> int:
+    """The review_version the form was read at; a malformed one reads as stale."""
+    try:
+        return int(request.POST.get("version", ""))
+    except ValueError:
+        return -1
+
+
 def _study_reader(request) -> None:
     if not user_has_role(request.user, Role.CLINICIAN, Role.RADIOLOGIST):
         raise PermissionDenied("Studies are for clinicians and radiologists.")
@@ -79,7 +87,7 @@ def study_page(request, study_id):
                 verdict=verdict,
                 stone_slices=marked,
                 note=request.POST.get("note", ""),
-                read_version=int(request.POST.get("version", -1)),
+                read_version=_posted_version(request),
             )
             messages.success(request, f"Study confirmed as {verdict}.")
         except (services.StaleReview, services.UnknownLabel, services.StudyNotReviewable) as error:

@@ -2,6 +2,7 @@
 plain process from a JSON configuration, the gateway (manage.py dicom_gateway) as a process,
 and a DICOM client and a storage server of pynetdicom's."""
 
+import io
 import json
 import sys
 import threading
@@ -73,14 +74,8 @@ class Orthanc:
         datasets = []
         for instance in self.request("GET", f"/studies/{study}/instances"):
             data = self.request("GET", f"/instances/{instance['ID']}/file")
-            datasets.append(pydicom.dcmread(_bytes_io(data), stop_before_pixels=True))
+            datasets.append(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
         return datasets
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 def start_gateway(processes: Processes, environment: dict, *, name="gateway", **settings) -> int:
@@ -104,7 +99,7 @@ def c_store(port: int, instances: list, *, calling: str = "TESTSCU", called: str
     the association was refused)."""
     ae = AE(ae_title=calling)
     datasets = [
-        pydicom.dcmread(_bytes_io(item)) if isinstance(item, bytes) else item for item in instances
+        pydicom.dcmread(io.BytesIO(item)) if isinstance(item, bytes) else item for item in instances
     ]
     for sop_class in dict.fromkeys(str(dataset.SOPClassUID) for dataset in datasets):
         ae.add_requested_context(sop_class)

@@ -227,6 +227,9 @@ def test_the_study_page_shows_the_strip_and_a_radiologist_marks_the_stone(
 
     page = client.get(f"/review/studies/{study.pk}/").content.decode()
     listed = client.get("/review/studies/").content.decode()
+    malformed = client.post(f"/review/studies/{study.pk}/", {"verdict": "normal", "version": "x"})
+    assert malformed.status_code == 302
+    assert not Scan.objects.filter(study=study).exclude(confirmed_label="").exists()
     posted = client.post(
         f"/review/studies/{study.pk}/",
         {"verdict": "stone", "stone_slices": [str(scans[1].pk)], "version": "0"},
