@@ -5,11 +5,13 @@ order) goes through the real service in acquisition order, in chunks: uploaded o
 classified by the inference worker, then reviewed over the review API by a simulated
 radiologist who confirms the true label, in review-queue order, up to --review-budget of each
 chunk. Retraining happens as in production: beat's trigger starts a run after
---retrain-every new labels, the training worker runs it, the gate decides. Before the next
-chunk the replay waits for any due or active training run to finish, so results do not
-depend on the machine's speed. Each prediction is scored as it was made, by the version that
-served at that moment. --frozen replays with retraining off; --compare runs both from the
-same initial model.
+--retrain-every new labels once they can fill each block of a run, the training worker runs
+it, the gate decides. After each review the replay asks the trigger
+(GET /api/training-runs/trigger/) whether beat would start a run on the labels as they are
+now, and if so waits for that run to end before the next review: every run starts at the
+same label count whatever the machine's speed or load. Each prediction is scored as it was
+made, by the version that served at that moment. --frozen replays with retraining off;
+--compare runs both from the same initial model.
 
     .venv/bin/python bench/replay.py --initial DEV_FIRST_60 --stream DEV_LAST_40 --compare
 
@@ -17,8 +19,9 @@ The stack: gunicorn, an inference worker, a training worker, beat, a private Red
 PostgreSQL databases named after --database-url (dropped and created afresh: never one you
 keep data in). The initial state (database and data folder, with the initial model serving)
 is prepared once in --work and cloned for each replay; --initial-version N reuses a prepared
---work and starts from its version N instead. The last line is one JSON object:
-{"retraining": R, "frozen": F} (the keys that ran).
+--work and starts from its version N instead; --initial-shipped starts from what a fresh
+install serves (`bootstrap_model`: the model shipped with the code). The last line is one
+JSON object: {"retraining": R, "frozen": F} (the keys that ran).
 """
 
 import argparse
@@ -145,6 +148,9 @@ def prepare_initial(args, work: Path) -> dict:
         str(work / "base"), DATABASE_URL=database_url(args.database_url, name)
     )
     manage(environment, "migrate", "--noinput")
+    if args.initial_shipped:
+        print(manage(environment, "bootstrap_model").strip(), flush=True)
+        return _create_users(environment, work)
     print(f"Training the initial model on {args.initial} (the default `train`) ...", flush=True)
     started = time.perf_counter()
     if args.initial_as_labels:
@@ -159,6 +165,10 @@ def prepare_initial(args, work: Path) -> dict:
     )
     print(output.strip(), flush=True)
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    return _create_users(environment, work)
+
+
+def _create_users(environment: dict, work: Path) -> dict:
     tokens = {
         role: manage(environment, "create_api_user", username, "--role", role).split()[-1]
         for role, username in USERS.items()
@@ -301,19 +311,23 @@ def server_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def wait_for_retraining(client: Client, reviewed_at: list[datetime], every: int) -> None:
-    """Until no run is active and beat has nothing due (fewer than `every` labels confirmed
-    since the newest run was created)."""
+def settle_retraining(client: Client) -> bool:
+    """Whether beat would start a run on the labels as they are now; if so, wait until the
+    run it starts has ended (the replay reviews nothing meanwhile)."""
 
-    def settled() -> bool:
-        runs = client.get("ml_engineer", "/api/training-runs/")["results"]
-        if any(run["status"] in ("queued", "running") for run in runs):
-            return False
-        since = server_time(runs[0]["created"]) if runs else None
-        due = sum(1 for moment in reviewed_at if since is None or moment > since)
-        return due < every
+    def trigger() -> dict:
+        return client.get("ml_engineer", "/api/training-runs/trigger/")
 
-    wait_until(settled, timeout=4 * 3600, interval=1, what="due training runs to finish")
+    status = trigger()
+    if not status["ready"] and status["active_run"] is None:
+        return False
+
+    def ended() -> bool:
+        now = trigger()
+        return not now["ready"] and now["active_run"] is None
+
+    wait_until(ended, timeout=4 * 3600, interval=1, what="the training run beat starts to end")
+    return True
 
 
 def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) -> Replay:
@@ -330,7 +344,7 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
         processes.worker("training", queues="training")
         processes.beat()
         client = Client(f"http://127.0.0.1:{web_port}", tokens)
-        reviewed_at: list[datetime] = []
+        labels_since_run = 0
         seen: set[str] = set()
         for number, start in enumerate(range(0, len(stream), args.chunk), start=1):
             chunk = stream[start : start + args.chunk]
@@ -368,7 +382,10 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
                     json={"label": truth[scan_id], "version": scan["review_version"]},
                 )
                 reviewed.raise_for_status()
-                reviewed_at.append(server_time(reviewed.json()["created"]))
+                labels_since_run += 1
+                due = mode == "retraining" and labels_since_run >= args.retrain_every
+                if due and settle_retraining(client):
+                    labels_since_run = 0
             row = {
                 "chunk": number,
                 **score(scored),
@@ -377,8 +394,6 @@ def replay(args, work: Path, tokens: dict, mode: str, stream: list[StreamItem]) 
             }
             outcome.chunks.append(row)
             print(f"  {mode} chunk {number}: {json.dumps(row)}", flush=True)
-            if mode == "retraining":
-                wait_for_retraining(client, reviewed_at, args.retrain_every)
         runs = client.get_all("ml_engineer", "/api/training-runs/")
         outcome.training_runs = [
             {key: run[key] for key in ("id", "status", "model_version", "trigger", "error")}
@@ -452,6 +467,11 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--initial", type=Path, help="Class subfolders to train the start on.")
     source.add_argument("--initial-version", type=int, help="Start from this version in --work.")
+    source.add_argument(
+        "--initial-shipped",
+        action="store_true",
+        help="Start from the model a fresh install serves (bootstrap_model).",
+    )
     parser.add_argument("--stream", type=Path, required=True, help="Class subfolders.")
     parser.add_argument("--chunk", type=int, default=200)
     parser.add_argument("--review-budget", type=float, default=1.0)
@@ -481,7 +501,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.initial:
+    if args.initial or args.initial_shipped:
         tokens = prepare_initial(args, args.work)
     else:
         tokens = json.loads((args.work / "tokens.json").read_text())

@@ -398,7 +398,13 @@ KIDNEY_PROMOTION_SENSITIVITY_FLOOR = float(env("KIDNEY_PROMOTION_SENSITIVITY_FLO
 # A candidate must also leave at least this share of normal scans unflagged on each set.
 KIDNEY_PROMOTION_SPECIFICITY_FLOOR = float(env("KIDNEY_PROMOTION_SPECIFICITY_FLOOR", "0.5"))
 KIDNEY_PROMOTION_AUC_MARGIN = float(env("KIDNEY_PROMOTION_AUC_MARGIN", "0.01"))
+# On the recent block (the newest studies), a candidate that ranks them worse than the
+# serving version does not serve, by however little.
+KIDNEY_PROMOTION_RECENT_AUC_MARGIN = float(env("KIDNEY_PROMOTION_RECENT_AUC_MARGIN", "0.0"))
 KIDNEY_PROMOTION_MIN_AUC = float(env("KIDNEY_PROMOTION_MIN_AUC", "0.8"))
+# After this many candidates in a row kept out by the gate, the models page, the admin and
+# GET /api/training-runs/trigger/ say what kept them out.
+KIDNEY_LOOP_REFUSALS_ALERT = int(env("KIDNEY_LOOP_REFUSALS_ALERT", "3"))
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from accounts.roles import Role, user_has_role
 from retraining.selectors import model_version_agreement, model_version_recent_agreement
-from retraining.services import training_run_request
+from retraining.services import training_run_request, trigger_status
 from training.admin import ModelVersionAdmin, TrainingRunAdmin
 from training.models import ModelVersion, TrainingRun
 from training.runs import TrainingRunActive
@@ -39,6 +39,17 @@ class TrainingRunWithStartAdmin(TrainingRunAdmin):
 
     def has_start_training_permission(self, request) -> bool:
         return user_has_role(request.user, Role.ML_ENGINEER)
+
+    def changelist_view(self, request, extra_context=None):
+        """Says what the next scheduled run waits for, and why candidates keep being refused."""
+        if request.method == "GET":
+            status = trigger_status()
+            if status["waiting_for"]:
+                waiting = "; ".join(status["waiting_for"])
+                self.message_user(request, f"The next run waits for {waiting}.", messages.INFO)
+            if status["refusal_alert"]:
+                self.message_user(request, status["refusal_alert"], messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
 
 admin.site.unregister(ModelVersion)

@@ -1,6 +1,8 @@
 """Reads across both sides of the loop: confirmed labels as training data, and how a model
 version's predictions agree with them."""
 
+from collections import Counter
+
 import numpy as np
 from django.conf import settings
 from django.db.models import QuerySet
@@ -10,6 +12,7 @@ from ml_core.decision import NEGATIVE_CLASS, label_agreement, roc_auc
 from ml_core.recipes import FROM_FOLDER, RETRAIN
 from scans.models import Prediction, Scan
 from training.files import storage_reference
+from training.models import PromotionLog, TrainingRun
 from training.selectors import last_training_run, serving_model_version
 
 
@@ -39,6 +42,34 @@ def new_confirmed_labels() -> QuerySet[Scan]:
     last = last_training_run()
     scans = confirmed_scans()
     return scans.filter(confirmed_at__gt=last.created) if last else scans
+
+
+def refused_candidates_in_a_row(limit: int = 50) -> list[dict]:
+    """The candidates of the newest training runs that did not come to serve, newest first,
+    back to the last one that did: each with why the gate kept it out."""
+    streak = []
+    runs = TrainingRun.objects.filter(
+        status=TrainingRun.Status.SUCCEEDED, model_version__isnull=False
+    ).select_related("model_version")
+    for run in runs[:limit]:
+        candidate = run.model_version
+        decisions = PromotionLog.objects.filter(to_version=candidate)
+        if decisions.exclude(decision=PromotionLog.Decision.REJECTED).exists():
+            break
+        rejection = decisions.first()
+        if rejection is not None:
+            checks = rejection.gate.get("checks", {})
+            reasons = [name for name, check in checks.items() if not check["passed"]]
+        else:
+            reasons = [candidate.metrics.get("gate", {}).get("detail", "not judged")]
+        streak.append({"version": candidate.version, "run": run.pk, "reasons": reasons})
+    return streak
+
+
+def refusal_summary(streak: list[dict]) -> str:
+    """What kept a streak of candidates out, most frequent first."""
+    counts = Counter(reason for refused in streak for reason in refused["reasons"])
+    return "; ".join(f"{reason} ({n} of {len(streak)})" for reason, n in counts.most_common())
 
 
 def new_confirmed_label_hashes() -> set[str]:

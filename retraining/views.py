@@ -2,7 +2,7 @@
 (ML engineers start and retry runs)."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -11,7 +11,7 @@ from retraining.selectors import (
     model_version_agreement,
     model_version_recent_agreement,
 )
-from retraining.services import training_run_request
+from retraining.services import training_run_request, trigger_status
 from training.models import PromotionLog, TrainingRun
 from training.runs import TrainingRunActive, training_run_retry
 from training.serializers import (
@@ -20,6 +20,23 @@ from training.serializers import (
     TrainingRunSerializer,
 )
 from training.views import ML_ENGINEERS, ModelVersionViewSet
+
+
+class RefusedCandidateSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    run = serializers.IntegerField()
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class TriggerStatusSerializer(serializers.Serializer):
+    ready = serializers.BooleanField(help_text="celery beat's next retrain check starts a run.")
+    waiting_for = serializers.ListField(child=serializers.CharField())
+    active_run = serializers.IntegerField(allow_null=True)
+    new_labels = serializers.IntegerField(help_text="Confirmed since the last run.")
+    new_labels_needed = serializers.IntegerField()
+    refused_in_a_row = serializers.IntegerField()
+    refused = RefusedCandidateSerializer(many=True)
+    refusal_alert = serializers.CharField(allow_blank=True)
 
 
 class TrainingRunViewSet(
@@ -59,6 +76,13 @@ class TrainingRunViewSet(
         return self._started(
             request, lambda: training_run_retry(run=failed, requested_by=request.user)
         )
+
+    @extend_schema(responses={200: TriggerStatusSerializer})
+    @action(detail=False, methods=["get"])
+    def trigger(self, request):
+        """Whether the retrain check would start a run now, what it waits for if not, and the
+        candidates the gate has kept out in a row (with why, once there are enough to alert)."""
+        return Response(TriggerStatusSerializer(trigger_status()).data)
 
     def _started(self, request, start) -> Response:
         try:

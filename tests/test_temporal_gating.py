@@ -38,6 +38,8 @@ def runs_before_and_after_new_labels(user, *, before: int, after: int):
     the next run: (first run, new scans, second run)."""
     confirm_labels(user, before)
     first = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
+    # What the run does once it has a candidate: the set it planned is frozen.
+    evaluation_set_freeze(entries=manifest_load(first.evaluation_manifest_digest), source="run 1")
     TrainingRun.objects.filter(pk=first.pk).update(status="succeeded", active=None)
     new = confirm_labels(user, after, first_seed=1000)
     second = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
@@ -94,7 +96,7 @@ def test_better_on_recent_studies_and_no_worse_on_the_original_set_is_promoted(
     gate = response.json()["gate"]
     assert gate["passed"] is True
     assert gate["checks"]["recent_auc_margin"] == {
-        "candidate": 0.85, "serving": 0.70, "margin": 0.01, "passed": True,
+        "candidate": 0.85, "serving": 0.70, "margin": 0.0, "passed": True,
     }  # fmt: skip
     assert gate["evaluation_sets"]["original"]["version"] == original.version
     assert gate["evaluation_sets"]["recent"]["version"] == recent.version
@@ -113,6 +115,22 @@ def test_worse_on_recent_studies_is_rejected_however_good_on_the_original_set(cl
     assert checks["recent_auc_margin"]["passed"] is False  # ... worse where it matters now
     serving.refresh_from_db()
     assert serving.status == ModelVersion.Status.SERVING
+
+
+def test_ranking_the_newest_studies_worse_by_however_little_is_refused(client_for, versions):
+    _, adapted, _, _, recent = versions
+    ModelEvaluation.objects.filter(model_version=adapted, evaluation_set=recent).update(
+        report=report(0.699, 0.97)  # the serving version ranks them at 0.70
+    )
+
+    response = client_for("ml_engineer").post(f"/api/models/{adapted.pk}/promote/")
+
+    assert response.status_code == 409
+    checks = response.json()["gate"]["checks"]
+    assert checks["auc_margin"]["passed"] is True
+    assert checks["recent_auc_margin"] == {
+        "candidate": 0.699, "serving": 0.70, "margin": 0.0, "passed": False,
+    }  # fmt: skip
 
 
 def test_the_sensitivity_floor_applies_on_recent_studies_too(client_for, versions, settings):
@@ -202,13 +220,15 @@ def test_retraining_holds_the_newest_labels_out_and_never_trains_on_what_judges_
 
     run = training_run_request(trigger=TrainingRun.Trigger.API, enqueue=False)
 
-    original = EvaluationSet.objects.get(kind="original")
+    # The original set is planned now and frozen once the run has a candidate to judge.
+    assert not EvaluationSet.objects.filter(kind="original").exists()
+    original = manifest_load(run.evaluation_manifest_digest)
     recent = run.recent_evaluation_set
     assert recent.kind == "recent"
     # 20% of the 46 + 46 left outside the original set and its gap.
     assert recent.class_counts == {"normal": 9, "stone": 9}
     trained_on = {entry.sha256 for entry in manifest_load(run.manifest_digest)}
-    judged_by = {entry["sha256"] for entry in original.entries + recent.entries}
+    judged_by = {entry.sha256 for entry in original} | {e["sha256"] for e in recent.entries}
     assert not trained_on & judged_by
     assert run.manifest_size == 120 - 24 - 18 - 2 * 2 * 2  # less both sets and their gaps
     again = recent_evaluation_set_freeze(

@@ -40,7 +40,8 @@ def evaluation_set_freeze(
 def evaluation_set_extend(
     *, entries: list[LabelledImage], source: str, actor=None
 ) -> EvaluationSet:
-    """The explicit action that grows the evaluation set: a new version, current + new."""
+    """Grow the evaluation set: a new version, current + new (a training run completes a set
+    that is not frozen, or was frozen short of its minimum per class, this way)."""
     existing = current_evaluation_set()
     if existing is None:
         return evaluation_set_freeze(entries=entries, source=source, actor=actor)
@@ -133,14 +134,27 @@ def promotion_gate(
     """Both versions on the original evaluation set and, where it can judge, on the recent
     one. The candidate passes when, on each set, its sensitivity and specificity are at least
     their floors (or, where the serving version is below a floor, at least the serving
-    version's) and its AUC not worse than the serving version's by more than the margin, and
-    its AUC on the original set is at least the minimum."""
+    version's) and its AUC not worse than the serving version's by more than that set's
+    margin (none by default on the recent set: a candidate that ranks the newest studies
+    worse does not serve), and its AUC on the original set is at least the minimum. A set
+    too small to judge says so instead of refusing."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
         raise PromotionRefused(
             "Not enough to judge: no evaluation set is frozen yet. One is frozen once the last "
             f"block of the labelled images holds {settings.KIDNEY_EVALUATION_MIN_PER_CLASS} "
             "images of each class (KIDNEY_EVALUATION_MIN_PER_CLASS)."
+        )
+    short = classes_short_of(
+        evaluation_set.class_counts, candidate.classes, settings.KIDNEY_EVALUATION_MIN_PER_CLASS
+    )
+    if short:
+        # An AUC of 0 on a set without stones would read as a bad candidate; it is no judge.
+        raise PromotionRefused(
+            f"Not enough to judge: the evaluation set v{evaluation_set.version} holds {short}; "
+            f"it judges with {settings.KIDNEY_EVALUATION_MIN_PER_CLASS} images of each class "
+            "(KIDNEY_EVALUATION_MIN_PER_CLASS). The next training run on the confirmed labels "
+            "completes it from their last block once that block can."
         )
     candidate_report = model_version_evaluate(
         model_version=candidate, evaluation_set=evaluation_set
@@ -149,7 +163,9 @@ def promotion_gate(
     minimum_auc = settings.KIDNEY_PROMOTION_MIN_AUC
     candidate_auc = candidate_report["auc"] or 0.0
     checks = {
-        **_sensitivity_and_margin(candidate_report, serving_report, prefix=""),
+        **_sensitivity_and_margin(
+            candidate_report, serving_report, prefix="", margin=settings.KIDNEY_PROMOTION_AUC_MARGIN
+        ),
         # A model that calls everything abnormal has perfect sensitivity: the AUC must show
         # that it separates the classes at all.
         "minimum_auc": {
@@ -167,7 +183,12 @@ def promotion_gate(
                 model_version=candidate, evaluation_set=recent_set
             )
             serving_recent = _serving_report(serving, candidate, recent_set)
-            checks.update(_sensitivity_and_margin(recent_report, serving_recent, prefix="recent_"))
+            checks.update(
+                _sensitivity_and_margin(
+                    recent_report, serving_recent, prefix="recent_",
+                    margin=settings.KIDNEY_PROMOTION_RECENT_AUC_MARGIN,
+                )
+            )  # fmt: skip
             candidate_side["recent_report"] = recent_report
             if serving_side is not None:
                 serving_side["recent_report"] = serving_recent
@@ -187,10 +208,11 @@ def _serving_report(serving, candidate, evaluation_set) -> dict | None:
     return model_version_evaluate(model_version=serving, evaluation_set=evaluation_set)
 
 
-def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix: str) -> dict:
+def _sensitivity_and_margin(
+    report: dict, serving_report: dict | None, *, prefix: str, margin: float
+) -> dict:
     floor = settings.KIDNEY_PROMOTION_SENSITIVITY_FLOOR
     specificity_floor = settings.KIDNEY_PROMOTION_SPECIFICITY_FLOOR
-    margin = settings.KIDNEY_PROMOTION_AUC_MARGIN
     sensitivity = report["sensitivity"] or 0.0
     specificity = report["specificity"] or 0.0
     serving_sensitivity = serving_report.get("sensitivity") if serving_report else None
@@ -222,6 +244,13 @@ def _sensitivity_and_margin(report: dict, serving_report: dict | None, *, prefix
 
 def _required(floor: float, serving: float | None) -> float:
     return floor if serving is None else min(floor, serving)
+
+
+def classes_short_of(counts: dict[str, int], classes, minimum: int) -> dict[str, int]:
+    """The count of every class when any of them is below the minimum; empty when none is."""
+    if all(counts.get(label, 0) >= minimum for label in classes):
+        return {}
+    return {label: counts.get(label, 0) for label in classes}
 
 
 def enough_to_judge(counts: dict[str, int]) -> bool:

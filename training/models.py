@@ -203,6 +203,12 @@ class TrainingRun(models.Model):
         related_name="+",
         help_text="The newest confirmed labels, held out of this run, that judge its candidate.",
     )
+    evaluation_manifest_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The block planned as the evaluation set (none was frozen when the run was "
+        "requested); frozen once the run has a candidate to judge.",
+    )
     retry_of = models.ForeignKey(
         "self",
         null=True,

@@ -17,7 +17,7 @@ from ml_core.datasets import LabelledImage, block_split, class_counts
 from ml_core.training import BatchCallback, EpochCallback, TrainedClassifier, TrainingConfig
 from training import files, tracking
 from training.dispatch import training_run_enqueue
-from training.evaluation import PromotionRefused, model_version_evaluate
+from training.evaluation import PromotionRefused, evaluation_set_extend, model_version_evaluate
 from training.models import ModelVersion, TrainingRun
 from training.selectors import (
     current_evaluation_set,
@@ -49,8 +49,11 @@ def training_run_create(
     enqueue: bool = True,
     retry_of: TrainingRun | None = None,
     recent_evaluation_set=None,
+    evaluation_entries: list[LabelledImage] = (),
 ) -> TrainingRun:
     """Record a queued run on this manifest; refuse while another run is queued or running.
+    evaluation_entries (the block planned for the evaluation set) are frozen into it once the
+    run has a candidate to judge: a run that fails before that freezes nothing.
 
     With enqueue, the `training` queue runs it once the row is committed.
     """
@@ -58,6 +61,7 @@ def training_run_create(
     if not entries:
         raise ValueError("There are no labelled images to train on.")
     digest = files.manifest_store(entries)
+    evaluation_digest = files.manifest_store(list(evaluation_entries)) if evaluation_entries else ""
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -70,6 +74,7 @@ def training_run_create(
                 class_counts=class_counts(entries),
                 retry_of=retry_of,
                 recent_evaluation_set=recent_evaluation_set,
+                evaluation_manifest_digest=evaluation_digest,
             )
             if enqueue:
                 training_run_enqueue(run.pk)
@@ -91,7 +96,14 @@ def training_run_retry(*, run: TrainingRun, requested_by=None, enqueue: bool = T
         enqueue=enqueue,
         retry_of=run,
         recent_evaluation_set=run.recent_evaluation_set,
+        evaluation_entries=_planned_evaluation_entries(run),
     )
+
+
+def _planned_evaluation_entries(run: TrainingRun) -> list[LabelledImage]:
+    if not run.evaluation_manifest_digest:
+        return []
+    return files.manifest_load(run.evaluation_manifest_digest)
 
 
 def training_runs_requeue_stale(*, queued_before) -> list[int]:
@@ -134,7 +146,7 @@ def training_run_execute(*, run_id: int, progress: Progress = Progress()) -> Tra
                 tracker=tracker,
             )
             try:
-                _evaluate(candidate, trained, tracker)
+                _evaluate(run, candidate, trained, tracker)
             except BaseException:
                 model_version_discard(candidate)
                 raise
@@ -271,9 +283,19 @@ def _threshold_for_recent_studies(
     tracker.log_metrics({f"threshold_{name}": value for name, value in thresholds.items()})
 
 
-def _evaluate(candidate: ModelVersion, trained: TrainedClassifier, tracker) -> None:
-    """The candidate on the frozen evaluation set, if one is frozen."""
+def _evaluate(run: TrainingRun, candidate: ModelVersion, trained: TrainedClassifier, tracker):
+    """The candidate on the evaluation set, with the block the run planned for it frozen
+    into it first (the set was not frozen, or short of its minimum, when the run was
+    requested)."""
     evaluation_set = current_evaluation_set()
+    planned = _planned_evaluation_entries(run)
+    known = {entry["sha256"] for entry in evaluation_set.entries} if evaluation_set else set()
+    if any(entry.sha256 not in known for entry in planned):
+        evaluation_set = evaluation_set_extend(
+            entries=planned,
+            source=f"the last block of each class, planned by training run {run.pk}",
+            actor=run.requested_by,
+        )
     if evaluation_set is None:
         return
     report = model_version_evaluate(

@@ -163,7 +163,6 @@ class Command(BaseCommand):
             source=f"folder {options['data']}",
             trigger=TrainingRun.Trigger.COMMAND,
             enqueue=enqueue,
-            train_on_last_block=False,
         )
 
     def _progress(self) -> Progress:

@@ -40,7 +40,8 @@ async function loadVersions() {
       `v${version.version}`, version.status, fixed(version.threshold), setName,
       fixed(report.sensitivity), fixed(report.specificity), fixed(report.auc),
       agreement.n ? `${agreement.n} labels: sens. ${fixed(agreement.sensitivity)}, spec. ${fixed(agreement.specificity)}` : "no confirmed labels yet",
-      decision ? `${decision.action}: ${decision.decision}${decision.reason ? ` (${decision.reason})` : ""}` : "–",
+      decision ? `${decision.action}: ${decision.decision}${decision.reason ? ` (${decision.reason})` : ""}`
+        : (version.metrics.gate ? version.metrics.gate.detail : "–"),
     ]);
   }
 }
@@ -64,8 +65,17 @@ async function loadRuns() {
   if (active) setTimeout(refresh, 2000);
 }
 
+async function loadTrigger() {
+  const { body } = await api("/api/training-runs/trigger/");
+  $("trigger-status").textContent = body.ready
+    ? "The next scheduled check starts a run."
+    : `The next run waits for ${body.waiting_for.join("; ")}.`;
+  $("refusal-alert").hidden = !body.refusal_alert;
+  $("refusal-alert").textContent = body.refusal_alert;
+}
+
 async function refresh() {
-  await Promise.all([loadVersions(), loadRuns()]);
+  await Promise.all([loadVersions(), loadRuns(), loadTrigger()]);
 }
 
 $("start-run").addEventListener("click", async () => {
