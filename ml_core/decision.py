@@ -34,7 +34,7 @@ def choose_threshold(is_positive: np.ndarray, scores: np.ndarray, target_sensiti
     sensitivity, without sitting on the edge of the positives. On the next studies stones
     score a little lower than on validation, and a model that separates the validation block
     cleanly would otherwise get a threshold that misses them (replay G in
-    docs/benchmarks.md: 1.0 exactly)."""
+    docs/replays.md: 1.0 exactly)."""
     is_positive = np.asarray(is_positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     positive_scores = np.sort(scores[is_positive])[::-1]

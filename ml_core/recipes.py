@@ -12,7 +12,7 @@ from ml_core.augmentation import Augmentation
 from ml_core.training import TrainingConfig
 
 FROM_FOLDER = TrainingConfig(
-    # Replays Y and Z against the 96 px models of N, T and earlier (docs/benchmarks.md): at
+    # Replays Y and Z against the 96 px models of N, T and earlier (docs/replays.md): at
     # 128 px the frozen initial model ranked both splits' streams better. A stone is a few
     # pixels across at 96.
     input_size=128,
@@ -23,7 +23,7 @@ FROM_FOLDER = TrainingConfig(
     learning_rate_schedule="cosine",
     augmentation=Augmentation(contrast=0.2, brightness=0.05),
     precision="auto",
-    # Replay K against J's frozen model (docs/benchmarks.md): the same model but for 0.1 ranked
+    # Replay K against J's frozen model (docs/replays.md): the same model but for 0.1 ranked
     # the next studies better (ROC AUC 0.892 against 0.864 over the stream, 0.945 against
     # 0.907 on its last quarter).
     label_smoothing=0.1,
@@ -46,7 +46,7 @@ SCANNER_AUGMENTATION = Augmentation(
 # CPU. Against the whole model trained further the head ranked the replays' streams better
 # (J against L; Q); smoothed like the base and with a gentler, decaying rate (replay O against
 # R) it ranked the last quarter better (ROC AUC 0.898 against 0.875) and did not lose the
-# original set (0.992 against 0.919 for the first run, on the same labels): docs/benchmarks.md.
+# original set (0.992 against 0.919 for the first run, on the same labels): docs/replays.md.
 RETRAIN = TrainingConfig(
     mode="head",
     learning_rate=1e-4,

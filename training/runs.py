@@ -252,7 +252,7 @@ def _threshold_for_recent_studies(
     """The threshold that reaches the target sensitivity on the validation block and the
     run's recent block together. The validation block sits next to the training data; the
     recent block holds the newest studies, the closest to the next patients, whose stones the
-    replays showed scoring lower (docs/benchmarks.md, replays H and I); one block alone is a
+    replays showed scoring lower (docs/replays.md, replays H and I); one block alone is a
     few studies, and a threshold chosen on one hard block flags nearly every normal scan of
     the next. The recent block still judges the candidate's ranking (ROC AUC,
     threshold-free) against the serving version."""
