@@ -68,8 +68,11 @@ def label_training_plan(parameters: dict | None = None) -> TrainingPlan:
     while a version serves the plan needs a recent block that can judge."""
     parameters = parameters or label_training_parameters()
     classes = list(parameters.get("classes", settings.KIDNEY_CLASSES))
+    entries = confirmed_label_entries(classes)
+    if not entries:
+        return TrainingPlan([], [], [], ["confirmed labels: there are no confirmed labels yet"])
     return training_plan(
-        entries=confirmed_label_entries(classes),
+        entries=entries,
         classes=classes,
         train_on_last_block=True,
         require_evaluation_set=True,

@@ -134,6 +134,8 @@ def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
     page.click("#start-run")
     page.wait_for_function("document.getElementById('start-status').textContent !== ''")
     assert "no confirmed labels" in page.inner_text("#start-status")
+    assert "The next run waits for" in page.inner_text("#trigger-status")
+    assert page.is_hidden("#refusal-alert")
     page.screenshot(path=str(SCREENSHOT.with_name("models-page.png")), full_page=True)
 
 
