@@ -177,7 +177,7 @@ def training_plan(
     training = without_neighbours(entries, evaluation_hashes, gap=settings.KIDNEY_SPLIT_GAP)
     newest = []
     if recent is not None:
-        minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
+        recent_minimum = settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS
         # Counted among what may be trained on: new labels beside the evaluation set are not.
         recent_counts = class_counts([entry for entry in training if entry.sha256 in recent])
         older, newest = block_split(
@@ -185,15 +185,17 @@ def training_plan(
             fraction=settings.KIDNEY_RECENT_EVALUATION_FRACTION,
             gap=settings.KIDNEY_SPLIT_GAP,
             at_most={
-                label: max(minimum, recent_counts.get(label, 0)) for label in class_counts(training)
+                label: max(recent_minimum, recent_counts.get(label, 0))
+                for label in class_counts(training)
             },
         )
         if enough_to_judge(class_counts(newest)):
             training = older
         else:
             waiting_for.append(
-                f"the recent block (the newest labels) to hold {minimum} normal and {minimum} "
-                f"abnormal images (KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS); it would hold "
+                f"the recent block (the newest labels) to hold {recent_minimum} normal and "
+                f"{recent_minimum} abnormal images (KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS); "
+                "it would hold "
                 f"{class_counts(newest) or 'none'}"
             )
             newest = []

@@ -4,6 +4,7 @@ freezes no evaluation set; a set that cannot judge says so instead of refusing; 
 of refusals says what keeps candidates out."""
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from retraining.selectors import confirmed_label_entries
@@ -170,11 +171,9 @@ def test_a_streak_of_refused_candidates_says_what_keeps_them_out(
     alert = status["refusal_alert"]
     assert "v4, v3, v2" in alert
     assert "recent_auc_margin (3 of 3); specificity_floor (1 of 3)" in alert
-    admin = client_for("ml_engineer").user
+    admin = engineer.user
     admin.is_staff = True
     admin.save()
-    from django.test import Client
-
     browser = Client()
     browser.force_login(admin)
     page = browser.get("/admin/training/trainingrun/")
