@@ -117,7 +117,7 @@ def main() -> None:
         DATABASE_URL=args.database_url,
         CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
         KIDNEY_UPLOAD_RATE="100000/minute",
-        KIDNEY_GRADCAM="on_request",
+        KIDNEY_EVIDENCE_MAPS="on_request",
         # Production waits minutes; the bench shortens the sweep's patience with the faults.
         KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS="10",
         KIDNEY_CLAIM_TIMEOUT_SECONDS="20",

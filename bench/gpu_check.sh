@@ -5,7 +5,7 @@
 # Then, through the device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu"],
 #                                    timeout_s=580)
 # In under 8 minutes there: the raw model's images/s at 224 px in float32 and mixed float16,
-# Grad-CAM through JAX, the shipped recipe (two classes, 15 epochs, mixed bfloat16, which the
+# occlusion maps through JAX, the shipped recipe (two classes, 15 epochs, mixed bfloat16, which the
 # H200 runs natively and which needs no loss scaling) trained at 224 px on the packed
 # development images, its held-out report, the held-out scores in float32 against float16,
 # and, with the time left, the four-class base with scanner augmentation. Everything lands in $OUT; the numbers go to
@@ -39,18 +39,18 @@ for precision in ("float32", "float16"):
     raw_images_per_second(224, 2, precision)  # compile first
     print(precision, "224 px, batch 16:", round(raw_images_per_second(224, 40, precision), 1), "images/s")
 '
-step gradcam 60 python3 -c '
+step evidence 60 python3 -c '
 import numpy as np, time
 from ml_core.classifier import build_classifier
-from ml_core.gradcam import GradCam
-model = build_classifier(["normal", "stone"], 224, "none")
-explain = GradCam(model, ["normal", "stone"])
-batch = np.random.default_rng(0).uniform(-1, 1, (16, 224, 224, 3)).astype("float32")
-explain(batch)
+from ml_core.evidence import Occlusion
+model = build_classifier(["normal", "stone"], 128, "none")
+explain = Occlusion(model, ["normal", "stone"], max_batch_size=256)
+batch = np.random.default_rng(0).uniform(-1, 1, (4, 128, 128, 3)).astype("float32")
+explain(batch[:1])
 started = time.perf_counter()
-probabilities, heat = explain(batch)
-print("Grad-CAM on JAX:", probabilities.shape, heat.shape, float(heat.max()),
-      round(16 / (time.perf_counter() - started), 1), "images/s")
+probabilities, maps = explain(batch)
+print("Occlusion on JAX:", probabilities.shape, maps.shape,
+      round(4 / (time.perf_counter() - started), 2), "slices/s")
 '
 step shipped-recipe 180 python3 bench/base_model.py --data "$DATA" --classes normal,stone \
     --validation-gap $GAP --epochs 15 --precision bfloat16 --input-size 224 --out "$OUT/shipped"

@@ -14,7 +14,7 @@
    alone, on the same database: worker time the client does not wait for.
 
     .venv/bin/python bench/inference.py [--data ../shared/data/kidney-ct] [--uploads 64]
-        [--database-url postgres://... --broker-url redis://...] [--gradcam always]
+        [--database-url postgres://... --broker-url redis://...] [--evidence-maps flagged]
 
 Without --database-url/--broker-url the service runs on the embedded default (SQLite and the
 filesystem transport). The database given must be empty; it is migrated.
@@ -104,7 +104,7 @@ def audit_overhead_ms(session, scan_url: str, environment: dict) -> tuple[float,
 def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float, tuple]:
     environment = isolated_environment(
         tempfile.mkdtemp(prefix="kidney-bench-"),
-        KIDNEY_GRADCAM=args.gradcam,
+        KIDNEY_EVIDENCE_MAPS=args.evidence_maps,
         KIDNEY_INFERENCE_PRECISION=args.precision,
     )
     if args.database_url:
@@ -187,10 +187,10 @@ def main() -> None:
     parser.add_argument("--broker-url")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
-        "--gradcam",
+        "--evidence-maps",
         choices=["flagged", "always", "on_request"],
         default="on_request",
-        help="Which scans the worker computes a Grad-CAM heatmap for (KIDNEY_GRADCAM).",
+        help="Which scans' evidence maps the worker queues (KIDNEY_EVIDENCE_MAPS).",
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -218,7 +218,7 @@ def main() -> None:
     served = resolve_precision(args.precision)
     print(
         f"service end to end, {args.uploads} uploads of {source}, {args.model} model at "
-        f"{args.service_size} px in {served}, {backend}, Grad-CAM {args.gradcam}: "
+        f"{args.service_size} px in {served}, {backend}, evidence maps {args.evidence_maps}: "
         f"{service:7.1f} images/s (uploads alone: {upload_rate:.1f}/s)"
     )
     if (args.service_size, served) in raw:

@@ -207,7 +207,7 @@ def clone(args, work: Path, mode: str) -> dict:
         str(data_dir),
         DATABASE_URL=database_url(args.database_url, name),
         KIDNEY_UPLOAD_RATE="100000/minute",
-        KIDNEY_GRADCAM="on_request",
+        KIDNEY_EVIDENCE_MAPS="on_request",
         KIDNEY_RETRAIN_MIN_NEW_LABELS=str(args.retrain_every),
         KIDNEY_RETRAIN_PARAMETERS=args.retrain_parameters,
     )

@@ -132,7 +132,7 @@ def key_image(study: Study, dataset: pydicom.Dataset, scan: Scan, index: int):
     ).pixels
     picture = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).convert("RGBA")
     prediction = Prediction.objects.filter(scan=scan).first()
-    if prediction is not None and prediction.heatmap:
+    if prediction is not None and prediction.evidence_map_ready:
         with prediction.heatmap.open("rb") as stored:
             overlay = Image.open(io.BytesIO(stored.read())).convert("RGBA")
         picture.alpha_composite(overlay.resize(picture.size))
@@ -163,8 +163,14 @@ def _with_notice(picture: Image.Image, study: Study, prediction) -> Image.Image:
         f"slice score {prediction.abnormal_score:.3f}" if prediction else "",
         "Decision support only: a radiologist decides.",
     ]
-    if prediction is None or prediction.heatmap_signal is not True:
-        lines.insert(2, "Evidence map: no signal on this slice")
+    if prediction is None or not prediction.evidence_map_ready:
+        lines.insert(2, "Evidence map: none for this slice")
+    elif prediction.heatmap_signal is not True:
+        lines.insert(2, f"Evidence map ({prediction.heatmap_method}): no signal on this slice")
+    else:
+        lines.insert(
+            2, f"Evidence map ({prediction.heatmap_method}): where the model's evidence lies"
+        )
     band = 14 * len(lines) + 6
     canvas = Image.new("RGB", (width, picture.height + band), "black")
     canvas.paste(picture, (0, 0))

@@ -322,12 +322,19 @@ KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))
 # every time it is processed.
 KIDNEY_SCAN_MAX_ATTEMPTS = int(env("KIDNEY_SCAN_MAX_ATTEMPTS", "3"))
 KIDNEY_SCAN_RETRY_SECONDS = float(env("KIDNEY_SCAN_RETRY_SECONDS", "2"))
-# Grad-CAM heatmaps: "on_request" (each on its first GET; the review page asks for the next
-# scan's while the current one is read), "flagged" (by the worker for scans flagged abnormal
-# or within KIDNEY_GRADCAM_MARGIN of the threshold, the others on their first GET) or
-# "always" (every scan, with its batch). docs/benchmarks.md gives what each costs.
-KIDNEY_GRADCAM = env("KIDNEY_GRADCAM", "on_request")
-KIDNEY_GRADCAM_MARGIN = float(env("KIDNEY_GRADCAM_MARGIN", "0.1"))
+# Evidence maps (ml_core.evidence: occlusion sensitivity, 225 forward passes a slice):
+# "on_request" (each on its first GET; the review page asks for the next scan's while the
+# current one is read), "flagged" (queued once the prediction is stored, for scans flagged
+# abnormal or within KIDNEY_EVIDENCE_MARGIN of the threshold; the others on their first GET)
+# or "always" (queued for every scan). A prediction never waits for its map; a study's key
+# slices get theirs before the study is triaged. KIDNEY_GRADCAM and KIDNEY_GRADCAM_MARGIN,
+# the names of the Grad-CAM release, are still read when the new ones are unset.
+KIDNEY_EVIDENCE_MAPS = env("KIDNEY_EVIDENCE_MAPS", env("KIDNEY_GRADCAM", "on_request"))
+KIDNEY_EVIDENCE_MARGIN = float(
+    env("KIDNEY_EVIDENCE_MARGIN", env("KIDNEY_GRADCAM_MARGIN", "0.1"))
+)
+if KIDNEY_EVIDENCE_MAPS not in ("on_request", "flagged", "always"):
+    raise ImproperlyConfigured("KIDNEY_EVIDENCE_MAPS must be on_request, flagged or always.")
 # Test-only: a worker that claimed a batch writes this file and waits to be killed, so a fault
 # test kills it inside a batch deterministically. Empty (the default) in every deployment.
 KIDNEY_TEST_HOLD_BATCH_FILE = env("KIDNEY_TEST_HOLD_BATCH_FILE", "")

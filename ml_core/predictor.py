@@ -9,7 +9,7 @@ class Predictor:
     def __init__(self, model, *, max_batch_size: int = 32):
         self.model = model
         self.max_batch_size = max_batch_size
-        self._gradcam = None
+        self._explainer = None
 
     @classmethod
     def load(cls, path: str, *, precision: str = "float32", **options) -> "Predictor":
@@ -32,14 +32,10 @@ class Predictor:
     def predict_and_explain(
         self, batch: np.ndarray, classes: list[str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and Grad-CAM heatmaps from one forward pass (plus the backward one);
-        the explainer is built on first use."""
-        from ml_core.gradcam import GradCam
+        """Probabilities and evidence maps (ml_core.evidence); the explainer is built on
+        first use."""
+        from ml_core.evidence import Occlusion
 
-        if self._gradcam is None:
-            self._gradcam = GradCam(self.model, classes)
-        parts = [
-            self._gradcam(batch[start : start + self.max_batch_size])
-            for start in range(0, len(batch), self.max_batch_size)
-        ]
-        return np.concatenate([p for p, _ in parts]), np.concatenate([h for _, h in parts])
+        if self._explainer is None:
+            self._explainer = Occlusion(self.model, classes, max_batch_size=self.max_batch_size)
+        return self._explainer(batch)

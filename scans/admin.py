@@ -119,21 +119,29 @@ class ScanAdmin(AuditedReadsAdmin):
         url = reverse(self._url_name("thumbnail"), args=[scan.pk])
         return format_html('<img src="{}" width="{}" alt="scan">', url, THUMBNAIL_SIDE // 2)
 
-    @admin.display(description="Image and Grad-CAM heatmap")
+    @admin.display(description="Image and evidence map")
     def image_with_heatmap(self, scan: Scan) -> str:
         image = reverse(self._url_name("thumbnail"), args=[scan.pk])
         prediction = getattr(scan, "prediction", None)
-        if prediction is None or not prediction.heatmap:
+        if prediction is None or not prediction.evidence_map_ready:
             return format_html('<img src="{}" width="{}" alt="scan">', image, THUMBNAIL_SIDE)
         heatmap = reverse(self._url_name("heatmap"), args=[scan.pk])
+        note = (
+            "no region carries the score: the map is empty"
+            if prediction.heatmap_signal is False
+            else "where the model's evidence lies, not a segmentation"
+        )
         return format_html(
             '<div style="position:relative;width:{0}px">'
             '<img src="{1}" width="{0}" alt="scan" style="display:block">'
-            '<img src="{2}" width="{0}" alt="heatmap" '
-            'style="position:absolute;top:0;left:0;mix-blend-mode:screen"></div>',
+            '<img src="{2}" width="{0}" alt="evidence map" '
+            'style="position:absolute;top:0;left:0;mix-blend-mode:screen"></div>'
+            "<p>Evidence map by {3}: {4}.</p>",
             THUMBNAIL_SIDE,
             image,
             heatmap,
+            prediction.heatmap_method,
+            note,
         )
 
     def _url_name(self, view: str, *, namespaced: bool = True) -> str:
@@ -158,9 +166,12 @@ class ScanAdmin(AuditedReadsAdmin):
         ]
 
     def heatmap_view(self, request, scan_id):
-        """The prediction's Grad-CAM overlay, for admin users only."""
+        """The prediction's evidence map overlay, for admin users only."""
         prediction = get_object_or_404(Prediction, scan_id=scan_id)
-        if not self.has_view_permission(request, prediction.scan) or not prediction.heatmap:
+        if (
+            not self.has_view_permission(request, prediction.scan)
+            or not prediction.evidence_map_ready
+        ):
             return HttpResponse(status=404)
         access_record(request, kind=AccessEvent.Kind.HEATMAP, scan_ids=[scan_id])
         return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")

@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, decide
 from ml_core.errors import ImageDecodeError
-from ml_core.gradcam import overlay_png
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
+from ml_core.evidence import overlay_png
 from ml_core.precision import resolve_precision
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
@@ -26,6 +27,7 @@ from scans.dispatch import inference_enqueue, study_enqueue
 from scans.images import stored_image
 from scans.models import Prediction, Scan, Study
 from scans.selectors import study_series
+from scans.services import heatmaps_request
 from training.files import artifact_local_path
 from training.models import ModelVersion
 from training.selectors import serving_model_version
@@ -33,8 +35,8 @@ from training.selectors import serving_model_version
 logger = logging.getLogger(__name__)
 
 # Loaded models by version id, in the worker process (after the fork): the serving version's,
-# and at most one other (a heatmap for a scan an older version predicted), so computing that
-# heatmap never unloads the serving model.
+# and at most one other (an evidence map for a scan an older version predicted), so computing
+# that map never unloads the serving model.
 _loaded: dict[int, Predictor] = {}
 
 
@@ -208,69 +210,71 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
         return 0
     batch = to_model_batch(pixels, model_version.preprocessing_config)
     started = time.perf_counter()
-    if settings.KIDNEY_GRADCAM == "always":
-        probabilities, heatmaps = predictor.predict_and_explain(batch, model_version.classes)
-        overlays = overlays_by_scan(readable, heatmaps)
-    else:
-        probabilities = predictor.predict(batch)
-        overlays = {}
-        if settings.KIDNEY_GRADCAM == "flagged":
-            overlays = flagged_overlays(readable, batch, probabilities, model_version, predictor)
+    probabilities = predictor.predict(batch)
     share_ms = (time.perf_counter() - started) * 1000.0 / len(readable)
     predictions_store(
         scans=readable,
         model_version=model_version,
         probabilities=probabilities,
         inference_ms=share_ms,
-        overlays=overlays,
+        overlays={},
     )
+    evidence_maps_queue(readable, probabilities, model_version)
     return len(readable)
 
 
 def worth_explaining(scores: np.ndarray, threshold: float) -> np.ndarray:
     """The scans a radiologist will look at first: flagged abnormal, or so near the threshold
     that the review queue puts them at its head."""
-    return (scores >= threshold) | (np.abs(scores - threshold) <= settings.KIDNEY_GRADCAM_MARGIN)
+    return (scores >= threshold) | (np.abs(scores - threshold) <= settings.KIDNEY_EVIDENCE_MARGIN)
 
 
-def flagged_overlays(scans, batch, probabilities, model_version, predictor) -> dict:
-    """Overlays for the batch's flagged and uncertain scans; the others' on request."""
-    rows = np.flatnonzero(
-        worth_explaining(
-            abnormal_scores(probabilities, model_version.classes), model_version.threshold
+def evidence_maps_queue(scans: list[Scan], probabilities: np.ndarray, model_version) -> None:
+    """Queue the evidence maps KIDNEY_EVIDENCE_MAPS asks for, once the predictions are
+    stored: a map costs hundreds of forward passes, and no prediction waits for one."""
+    if settings.KIDNEY_EVIDENCE_MAPS == "on_request":
+        return
+    rows = np.arange(len(scans))
+    if settings.KIDNEY_EVIDENCE_MAPS == "flagged":
+        scores = abnormal_scores(probabilities, model_version.classes)
+        rows = np.flatnonzero(worth_explaining(scores, model_version.threshold))
+    scan_ids = [scans[row].pk for row in rows]
+    heatmaps_request(
+        prediction_ids=list(
+            Prediction.objects.filter(scan_id__in=scan_ids).values_list("pk", flat=True)
         )
     )
-    if len(rows) == 0:
-        return {}
-    _, heatmaps = predictor.predict_and_explain(batch[rows], model_version.classes)
-    return overlays_by_scan([scans[row] for row in rows], heatmaps)
 
 
-def overlays_by_scan(scans: list[Scan], heatmaps: np.ndarray) -> dict:
-    """(Grad-CAM overlay PNG, whether it shows anything), by scan id, each at its scan's size.
-    A map without signal: no region raised P(abnormal) (a slice the model is sure is normal)."""
+def overlays_by_scan(scans: list[Scan], maps: np.ndarray) -> dict:
+    """(overlay PNG, whether it shows anything), by scan id, each at its scan's size. A map
+    without signal: no region of the slice carries its P(abnormal)."""
     return {
-        scan.pk: (overlay_png(heat, scan.width, scan.height), bool(heat.max() > 0))
-        for scan, heat in zip(scans, heatmaps, strict=True)
+        scan.pk: (overlay_png(evidence, scan.width, scan.height), bool(evidence.max() > 0))
+        for scan, evidence in zip(scans, maps, strict=True)
     }
 
 
 def heatmap_save(prediction: Prediction, overlay: tuple[bytes, bool]) -> None:
     png, signal = overlay
+    if prediction.heatmap:
+        prediction.heatmap.delete(save=False)  # an earlier method's map
     prediction.heatmap_signal = signal
+    prediction.heatmap_method = EVIDENCE_METHOD
     prediction.heatmap.save(f"{prediction.scan_id}.png", ContentFile(png), save=True)
 
 
 def heatmap_compute(*, scan_id) -> None:
-    """On request: the overlay of one scan's prediction, by the version that made it."""
+    """One scan's evidence map, by the version that predicted it, unless it has one by the
+    current method already."""
     prediction = Prediction.objects.select_related("scan", "model_version").get(scan_id=scan_id)
-    if prediction.heatmap:
+    if prediction.evidence_map_ready:
         return
     scan, model_version = prediction.scan, prediction.model_version
     image = stored_image(scan, model_version.preprocessing_config)
     batch = to_model_batch([image.pixels], model_version.preprocessing_config)
-    _, heatmaps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
-    heatmap_save(prediction, overlays_by_scan([scan], heatmaps)[scan.pk])
+    _, maps = predictor_for(model_version).predict_and_explain(batch, model_version.classes)
+    heatmap_save(prediction, overlays_by_scan([scan], maps)[scan.pk])
 
 
 def _hold_for_fault_test(claimed: list[Scan]) -> None:
@@ -307,7 +311,7 @@ def predictions_store(
     inference_ms: float,
     overlays: dict,
 ) -> None:
-    """Store one batch's predictions (with their heatmaps, if any) in one transaction. Scans
+    """Store one batch's predictions (with their evidence maps, if any) in one transaction. Scans
     predicted meanwhile (by a redelivered task) are left as they are, so a second call
     changes nothing."""
     row_of = {scan.pk: row for row, scan in enumerate(scans)}
@@ -403,8 +407,8 @@ def study_classify(*, study_id, task_id: str) -> bool:
     key_batch = to_model_batch(
         [image.pixels for _, image in _readable_slices(key_scans, config)], config
     )
-    _, heatmaps = predictor.predict_and_explain(key_batch, model_version.classes)
-    overlays = overlays_by_scan(key_scans, heatmaps)
+    _, maps = predictor.predict_and_explain(key_batch, model_version.classes)
+    overlays = overlays_by_scan(key_scans, maps)
     # Flagged: the abnormal class `decide` names for the key slices' mean (a threshold of 0
     # leaves only its choice among the abnormal classes).
     label = (
@@ -420,8 +424,9 @@ def study_classify(*, study_id, task_id: str) -> bool:
             inference_ms=share_ms,
             overlays={},
         )
-        for prediction in Prediction.objects.filter(scan_id__in=overlays, heatmap=""):
-            heatmap_save(prediction, overlays[prediction.scan_id])
+        for prediction in Prediction.objects.filter(scan_id__in=overlays):
+            if not prediction.evidence_map_ready:
+                heatmap_save(prediction, overlays[prediction.scan_id])
         triaged = Study.objects.filter(
             pk=study_id, status=Study.Status.PROCESSING, claimed_by=task_id
         ).update(

@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
+
 # Said wherever a prediction is shown or sent: the page, the API, the results in the PACS.
 DECISION_SUPPORT_NOTICE = (
     "Decision support only: predictions support a radiologist's reading and never replace it."
@@ -197,13 +199,18 @@ class Prediction(models.Model):
     )
     threshold = models.FloatField(help_text="The model version's threshold when predicted.")
     inference_ms = models.FloatField(
-        help_text="This scan's share of its batch's forward pass (with Grad-CAM, if on), in ms."
+        help_text="This scan's share of its batch's forward pass, in ms."
     )
     batch_size = models.PositiveSmallIntegerField(
         help_text="How many scans shared the forward pass."
     )
     heatmap = models.FileField(
-        upload_to="heatmaps/", blank=True, help_text="Grad-CAM overlay (RGBA PNG)."
+        upload_to="heatmaps/", blank=True, help_text="Evidence map overlay (RGBA PNG)."
+    )
+    heatmap_method = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The method and its version that made the map (ml_core.evidence.METHOD).",
     )
     heatmap_signal = models.BooleanField(
         null=True,
@@ -220,6 +227,11 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} by v{self.model_version.version} for {self.scan_id}"
+
+    @property
+    def evidence_map_ready(self) -> bool:
+        """A map by the current method; one by an earlier method is made again when asked."""
+        return bool(self.heatmap) and self.heatmap_method == EVIDENCE_METHOD
 
 
 class ReviewEvent(models.Model):

@@ -42,6 +42,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "inference_ms",
             "batch_size",
             "heatmap_signal",
+            "heatmap_method",
             "created",
         ]
 

@@ -15,7 +15,7 @@ from ml_core.errors import ImageDecodeError
 from ml_core.images import DecodedImage, decode_image
 from ml_core.metadata import strip_metadata
 from scans.dispatch import heatmap_enqueue, inference_enqueue, study_enqueue
-from scans.models import Prediction, ReviewEvent, Scan, Study
+from scans.models import EVIDENCE_METHOD, Prediction, ReviewEvent, Scan, Study
 
 FILE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}
 
@@ -82,18 +82,26 @@ def scan_create(*, data: bytes, uploaded_by, frame: int | None = None) -> tuple[
 
 
 def heatmap_request(*, prediction: Prediction) -> None:
-    """Queue the prediction's heatmap once, however often it is polled; a request whose
-    message may have been lost (older than the sweep's wait) is sent again."""
+    heatmaps_request(prediction_ids=[prediction.pk])
+
+
+def heatmaps_request(*, prediction_ids: list) -> None:
+    """Queue each prediction's evidence map once, however often it is polled, unless it has
+    one by the current method; a request whose message may have been lost (older than the
+    sweep's wait) is sent again."""
     now = timezone.now()
     resend_before = now - timedelta(seconds=settings.KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS)
     with transaction.atomic():
-        requested = (
-            Prediction.objects.filter(pk=prediction.pk, heatmap="")
+        wanted = (
+            Prediction.objects.select_for_update()
+            .filter(pk__in=prediction_ids)
+            .filter(Q(heatmap="") | ~Q(heatmap_method=EVIDENCE_METHOD))
             .filter(Q(heatmap_requested_at=None) | Q(heatmap_requested_at__lt=resend_before))
-            .update(heatmap_requested_at=now)
         )
-        if requested:
-            heatmap_enqueue(prediction.scan_id)
+        scan_ids = list(wanted.values_list("scan_id", flat=True))
+        Prediction.objects.filter(scan_id__in=scan_ids).update(heatmap_requested_at=now)
+        for scan_id in scan_ids:
+            heatmap_enqueue(scan_id)
 
 
 def scan_import(*, data: bytes, label: str, imported_by, source: str = "") -> tuple[Scan, bool]:

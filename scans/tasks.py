@@ -55,5 +55,5 @@ def classify_study(self, study_id: str) -> bool:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def compute_heatmap(scan_id: str) -> None:
-    """Grad-CAM for one prediction, when KIDNEY_GRADCAM is "on_request"."""
+    """One prediction's evidence map: asked for, or queued by KIDNEY_EVIDENCE_MAPS."""
     inference.heatmap_compute(scan_id=scan_id)

@@ -248,21 +248,23 @@ class ScanViewSet(
     # Routed in kidneyproject/urls.py: a file name takes no trailing slash, which the router
     # would add.
     def heatmap(self, request, pk=None):
-        """The Grad-CAM overlay (RGBA PNG, the scan's size): where the evidence for
-        "abnormal" lies. 202 while it is being computed; ask again."""
+        """The evidence map's overlay (RGBA PNG, the scan's size; its alpha grows with the
+        map's value): where the evidence for "abnormal" lies, by occlusion. Headers:
+        X-Heatmap-Method (the method and version that made it), X-Heatmap-Signal (`none`
+        when no region carries the score). 202 while it is being computed; ask again."""
         scan = self.get_object()
         prediction = getattr(scan, "prediction", None)
         if prediction is None:
             raise NotFound("The scan has no prediction yet.")
-        if prediction.heatmap:
+        if prediction.evidence_map_ready:
             response = FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
             # The page says so when the overlay is empty, rather than show nothing silently.
             response["X-Heatmap-Signal"] = "none" if prediction.heatmap_signal is False else "yes"
+            response["X-Heatmap-Method"] = prediction.heatmap_method
             return response
-        if settings.KIDNEY_GRADCAM != "always":
-            services.heatmap_request(prediction=prediction)
+        services.heatmap_request(prediction=prediction)
         return Response(
-            {"detail": "The heatmap is being computed; ask again shortly."},
+            {"detail": "The evidence map is being computed; ask again shortly."},
             status=status.HTTP_202_ACCEPTED,
         )
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -240,13 +239,13 @@ def test_keys_are_stored_only_as_digests():
 
 @pytest.fixture
 def predicted_scan(db, serving_model):
-    from ml_core.gradcam import overlay_png
+    from scans.inference import heatmap_save, overlays_by_scan
 
     uploader = get_user_model().objects.create(username="uploader")
     scan = make_scan(uploader, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
     prediction = make_prediction(scan, serving_model, label="stone", stone=0.8)
-    heat = overlay_png(np.eye(4, dtype=np.float32), scan.width, scan.height)
-    prediction.heatmap.save("h.png", ContentFile(heat), save=True)
+    maps = np.eye(4, dtype=np.float32)[np.newaxis]
+    heatmap_save(prediction, overlays_by_scan([scan], maps)[scan.pk])
     return scan
 
 

@@ -134,15 +134,15 @@ def test_staff_ml_engineers_promote_through_the_gate_from_the_admin(
 def test_the_admin_overlays_the_heatmap_and_shows_agreement_per_version(
     admin_client, stored_prediction, serving_model
 ):
-    from django.core.files.base import ContentFile
-
-    from ml_core.gradcam import overlay_png
+    from ml_core.evidence import METHOD as EVIDENCE_METHOD
+    from scans.inference import heatmap_save, overlays_by_scan
 
     scan = stored_prediction.scan
     scan.confirmed_label = "stone"
     scan.save()
-    heat = overlay_png(np.eye(4, dtype=np.float32), scan.width, scan.height)
-    stored_prediction.heatmap.save("h.png", ContentFile(heat), save=True)
+    maps = np.eye(4, dtype=np.float32)[np.newaxis]
+    overlay = overlays_by_scan([scan], maps)[scan.pk]
+    heatmap_save(stored_prediction, overlay)
 
     change = admin_client.get(f"/admin/scans/scan/{scan.pk}/change/").content.decode()
     heatmap = admin_client.get(f"/admin/scans/scan/{scan.pk}/heatmap.png")
@@ -150,7 +150,8 @@ def test_the_admin_overlays_the_heatmap_and_shows_agreement_per_version(
 
     assert f"/admin/scans/scan/{scan.pk}/heatmap.png" in change
     assert heatmap.status_code == 200
-    assert b"".join(heatmap.streaming_content) == heat
+    assert b"".join(heatmap.streaming_content) == overlay[0]
+    assert f"Evidence map by {EVIDENCE_METHOD}" in change
     assert "1 confirmed; sensitivity 1.0" in version.content.decode()
 
 

@@ -8,6 +8,7 @@ import pytest
 from pydicom.uid import MRImageStorage
 
 from gateway.models import ResultDelivery, StudyIdentity
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from scans.models import DECISION_SUPPORT_NOTICE, Scan, Study
 from tests import dicom_files
 from tests.conftest import TEST_DATA_DIR, _test_database_url, wait_for
@@ -95,6 +96,10 @@ def test_orthanc_sends_a_study_and_finds_the_results_back_in_it(
     assert study.verdict == "stone"
     assert study.organisation.name == "Orthanc General"
     assert {slice_index(Scan.objects.get(pk=pk)) for pk in study.key_slices[:3]} == {5, 6, 7}
+    # The key images carry the key slices' maps, made by the current method.
+    assert {Scan.objects.get(pk=pk).prediction.heatmap_method for pk in study.key_slices} == {
+        EVIDENCE_METHOD
+    }
     wait_for(
         lambda: ResultDelivery.objects.filter(status="delivered").exists(),
         timeout=60,

@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from scans.models import Scan
 from scans.tasks import classify_scans, requeue_stale_scans
 from tests.factories import make_scan
@@ -86,7 +87,7 @@ def test_heatmaps_on_request_are_computed_by_the_task_then_served(
     from scans.tasks import compute_heatmap
     from tests.factories import make_prediction
 
-    settings.KIDNEY_GRADCAM = "on_request"
+    settings.KIDNEY_EVIDENCE_MAPS = "on_request"
     client = client_for("radiologist")
     scan = make_scan(client.user, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
     make_prediction(scan, serving_model, label="stone", stone=0.9)
@@ -103,7 +104,40 @@ def test_heatmaps_on_request_are_computed_by_the_task_then_served(
     assert len(sent) == 1  # the task was sent once, not at every poll
     assert ready.status_code == 200
     assert ready["Content-Type"] == "image/png"
+    assert ready["X-Heatmap-Method"] == EVIDENCE_METHOD
+    record = client.get(f"/api/scans/{scan.pk}/").json()["prediction"]
+    assert record["heatmap_method"] == EVIDENCE_METHOD
     assert client.get(f"/api/scans/{waiting.pk}/heatmap.png").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_map_made_by_an_earlier_method_is_made_again_when_asked_for(
+    client_for, serving_model, django_capture_on_commit_callbacks
+):
+    from django.core.files.base import ContentFile
+
+    from scans.tasks import compute_heatmap
+    from tests.factories import make_prediction
+
+    client = client_for("radiologist")
+    scan = make_scan(client.user, image=phantom_png(size=64), status=Scan.Status.PREDICTED)
+    prediction = make_prediction(scan, serving_model, label="stone", stone=0.9)
+    prediction.heatmap_method = "grad-cam"  # as migration 0014 records the maps before it
+    prediction.heatmap_signal = False
+    prediction.heatmap.save("old.png", ContentFile(phantom_png(size=64)), save=True)
+
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        stale = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+    compute_heatmap.apply(args=[str(scan.pk)]).get()
+    fresh = client.get(f"/api/scans/{scan.pk}/heatmap.png")
+
+    assert stale.status_code == 202
+    assert len(sent) == 1
+    assert fresh.status_code == 200
+    assert fresh["X-Heatmap-Method"] == EVIDENCE_METHOD
+    prediction.refresh_from_db()
+    assert prediction.heatmap_method == EVIDENCE_METHOD
+    assert prediction.heatmap.name != "heatmaps/old.png"
 
 
 @pytest.mark.django_db
@@ -136,43 +170,53 @@ def test_a_scan_whose_worker_died_is_retried_alone_and_fails_once_out_of_attempt
 
 
 @pytest.mark.django_db
-def test_the_worker_explains_flagged_and_uncertain_scans_and_leaves_the_rest_to_a_request(
+def test_maps_of_flagged_and_uncertain_scans_are_queued_once_their_predictions_are_stored(
     client_for, serving_model, settings, django_capture_on_commit_callbacks
 ):
-    settings.KIDNEY_GRADCAM = "flagged"
-    settings.KIDNEY_GRADCAM_MARGIN = 0.0
+    from scans.tasks import compute_heatmap
+
+    settings.KIDNEY_EVIDENCE_MAPS = "flagged"
+    settings.KIDNEY_EVIDENCE_MARGIN = 0.0
     client = client_for("radiologist")
     serving_model.threshold = 2.0  # above every score: nothing is flagged or near it
     serving_model.save()
     quiet = make_scan(client.user, image=phantom_png(seed=80))
-    classify_scans.apply(args=[[str(quiet.pk)]]).get()
+    with django_capture_on_commit_callbacks(execute=False) as sent_for_quiet:
+        classify_scans.apply(args=[[str(quiet.pk)]]).get()
 
     serving_model.threshold = 0.0  # every scan is flagged abnormal
     serving_model.save()
     flagged = make_scan(client.user, image=phantom_png(seed=81))
-    classify_scans.apply(args=[[str(flagged.pk)]]).get()
+    with django_capture_on_commit_callbacks(execute=False) as sent_for_flagged:
+        classify_scans.apply(args=[[str(flagged.pk)]]).get()
 
-    settings.KIDNEY_GRADCAM_MARGIN = 3.0  # everything is near the threshold
+    settings.KIDNEY_EVIDENCE_MARGIN = 3.0  # everything is near the threshold
     serving_model.threshold = 2.0
     serving_model.save()
     uncertain = make_scan(client.user, image=phantom_png(seed=82))
-    classify_scans.apply(args=[[str(uncertain.pk)]]).get()
+    with django_capture_on_commit_callbacks(execute=False) as sent_for_uncertain:
+        classify_scans.apply(args=[[str(uncertain.pk)]]).get()
 
     quiet, flagged, uncertain = (
         Scan.objects.get(pk=scan.pk).prediction for scan in (quiet, flagged, uncertain)
     )
+    # Stored without a map (no prediction waits for one), the map queued where it is wanted.
     assert quiet.label == "normal"
-    assert not quiet.heatmap
     assert flagged.label != "normal"
-    assert flagged.heatmap
-    assert uncertain.heatmap
+    assert [bool(p.heatmap) for p in (quiet, flagged, uncertain)] == [False, False, False]
+    assert quiet.heatmap_requested_at is None
+    assert flagged.heatmap_requested_at is not None
+    assert uncertain.heatmap_requested_at is not None
+    assert (len(sent_for_quiet), len(sent_for_flagged), len(sent_for_uncertain)) == (0, 1, 1)
     with django_capture_on_commit_callbacks(execute=False) as sent:
         asked = client.get(f"/api/scans/{quiet.scan_id}/heatmap.png")
     assert asked.status_code == 202
-    assert len(sent) == 1  # its heatmap is queued the first time someone opens it
+    assert len(sent) == 1  # its map is queued the first time someone opens it
+    compute_heatmap.apply(args=[str(flagged.scan_id)]).get()
     shown = client.get(f"/api/scans/{flagged.scan_id}/heatmap.png")
     assert shown.status_code == 200
-    assert flagged.heatmap_signal is not None
+    flagged.refresh_from_db()
+    assert flagged.heatmap_method == shown["X-Heatmap-Method"] == EVIDENCE_METHOD
     assert shown["X-Heatmap-Signal"] == ("yes" if flagged.heatmap_signal else "none")
 
 

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from scans.models import Scan
 from tests.conftest import REPO_ROOT
 from tests.factories import make_prediction, make_scan
@@ -89,6 +90,7 @@ def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_
     page.goto(f"{live_server.url}/review/")  # the queue now holds both scans
     page.wait_for_selector("#current:not([hidden])")
     page.wait_for_function("document.getElementById('scan-heatmap').naturalWidth > 0")
+    assert f"Evidence map ({EVIDENCE_METHOD})" in page.inner_text("#heatmap-note")
     assert page.inner_text("#model-label").startswith("Model: ")
     assert "NaN" not in page.inner_text("#model-meta")
     first = shown_scan(page)

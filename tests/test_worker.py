@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from ml_core.decision import decide
+from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from ml_core.images import decode_image
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
@@ -65,8 +66,8 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
     pixels = decode_image(data, max_pixels=10**7).pixels
     expected = predictor.predict(to_model_batch([pixels], serving_model.preprocessing_config))
     np.testing.assert_allclose(probabilities, expected[0], atol=2e-4)  # the API rounds to 4
-    # The first GET asks the worker for the Grad-CAM overlay (on request, the default); it
-    # comes the size of the upload.
+    # The first GET asks the worker for the evidence map (on request, the default); it comes
+    # the size of the upload, named by its method.
     heatmap_url = f"/api/scans/{body['id']}/heatmap.png"
     assert client.get(heatmap_url).status_code == 202
     heatmap = wait_for(
@@ -75,6 +76,7 @@ def test_upload_then_poll_reaches_predicted_with_the_same_numbers_as_in_process(
         message="the heatmap",
     )
     assert heatmap["Content-Type"] == "image/png"
+    assert heatmap["X-Heatmap-Method"] == EVIDENCE_METHOD
     overlay = Image.open(io.BytesIO(b"".join(heatmap.streaming_content)))
     assert (overlay.mode, overlay.size) == ("RGBA", (96, 96))
 

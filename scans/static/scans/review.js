@@ -244,8 +244,9 @@ $("heatmap-opacity").addEventListener("input", () => {
   $("scan-heatmap").style.opacity = $("heatmap-opacity").value / 100;
 });
 
-// The heatmap: the slice shows at once; its overlay follows when the worker has computed it
-// (202 until then), without holding up the review.
+// The evidence map: the slice shows at once; its overlay follows when the worker has
+// computed it (202 until then: occlusion takes hundreds of forward passes), without holding
+// up the review.
 const heatmapUrl = (scanId) => `/api/scans/${scanId}/heatmap.png`;
 // The page's own polling: it neither restarts the idle time nor counts as activity.
 const background = { credentials: "same-origin", headers: { "X-Background": "1" } };
@@ -253,22 +254,23 @@ const background = { credentials: "same-origin", headers: { "X-Background": "1" 
 async function loadHeatmap(scanId) {
   $("scan-heatmap").removeAttribute("src");
   $("heatmap-note").textContent = "";
-  for (let attempt = 0; attempt < 60 && current && current.id === scanId; attempt += 1) {
+  for (let attempt = 0; attempt < 120 && current && current.id === scanId; attempt += 1) {
     const response = await fetch(heatmapUrl(scanId), background);
     if (!current || current.id !== scanId) return;
     if (response.status === 200) {
       $("scan-heatmap").src = URL.createObjectURL(await response.blob());
+      const method = response.headers.get("X-Heatmap-Method");
       $("heatmap-note").textContent =
         response.headers.get("X-Heatmap-Signal") === "none"
-          ? "The heatmap has no signal: nothing in this slice raised P(abnormal), so the overlay is empty."
-          : "";
+          ? `Evidence map (${method}) has no signal: no region of this slice carries its P(abnormal), so the overlay is empty.`
+          : `Evidence map (${method}): where the model's evidence lies, not an outline of a finding.`;
       return;
     }
     if (response.status !== 202) break;
-    $("heatmap-note").textContent = "Heatmap being computed…";
+    $("heatmap-note").textContent = "Evidence map being computed…";
     await sleep(1000);
   }
-  if (current && current.id === scanId) $("heatmap-note").textContent = "No heatmap yet.";
+  if (current && current.id === scanId) $("heatmap-note").textContent = "No evidence map yet.";
 }
 
 // Reviews --------------------------------------------------------------------------------
