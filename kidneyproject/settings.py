@@ -330,9 +330,7 @@ KIDNEY_SCAN_RETRY_SECONDS = float(env("KIDNEY_SCAN_RETRY_SECONDS", "2"))
 # slices get theirs before the study is triaged. KIDNEY_GRADCAM and KIDNEY_GRADCAM_MARGIN,
 # the names of the Grad-CAM release, are still read when the new ones are unset.
 KIDNEY_EVIDENCE_MAPS = env("KIDNEY_EVIDENCE_MAPS", env("KIDNEY_GRADCAM", "on_request"))
-KIDNEY_EVIDENCE_MARGIN = float(
-    env("KIDNEY_EVIDENCE_MARGIN", env("KIDNEY_GRADCAM_MARGIN", "0.1"))
-)
+KIDNEY_EVIDENCE_MARGIN = float(env("KIDNEY_EVIDENCE_MARGIN", env("KIDNEY_GRADCAM_MARGIN", "0.1")))
 if KIDNEY_EVIDENCE_MAPS not in ("on_request", "flagged", "always"):
     raise ImproperlyConfigured("KIDNEY_EVIDENCE_MAPS must be on_request, flagged or always.")
 # Test-only: a worker that claimed a batch writes this file and waits to be killed, so a fault
