@@ -107,14 +107,14 @@ class Occlusion:
 
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps' values (ties in order of position); 0 when
-    either map is flat."""
+    """Spearman's rank correlation of two maps' values, tied values sharing their mean rank
+    (ranking ties by position would make any two maps with a common flat area agree there);
+    0 when either map is flat."""
 
     def ranks(values: np.ndarray) -> np.ndarray:
-        order = np.argsort(values.ravel(), kind="stable")
-        result = np.empty(order.size)
-        result[order] = np.arange(order.size)
-        return result
+        _, index, counts = np.unique(values.ravel(), return_inverse=True, return_counts=True)
+        first_rank = np.cumsum(counts) - counts
+        return (first_rank + (counts - 1) / 2.0)[index]
 
     if np.ptp(first) == 0 or np.ptp(second) == 0:
         return 0.0
