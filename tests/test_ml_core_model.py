@@ -249,6 +249,16 @@ def test_the_evidence_map_changes_when_the_top_block_is_randomised(phantom_reade
     assert np.mean([rank_correlation(a, b) for a, b in zip(maps, random_maps, strict=True)]) < 0.5
 
 
+def test_maps_that_share_only_a_flat_area_are_not_ranked_alike():
+    from ml_core.evidence import rank_correlation
+
+    first, second = np.zeros((16, 16)), np.zeros((16, 16))
+    first[2, 3], second[12, 9] = 1.0, 1.0
+
+    assert rank_correlation(first, second) < 0
+    assert rank_correlation(first, first * 3) == pytest.approx(1.0)
+
+
 def test_a_slice_no_region_of_which_carries_the_score_has_an_empty_map(phantom_reader):
     from ml_core.evidence import Occlusion
 
