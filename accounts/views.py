@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from accounts.models import ApiToken
 from accounts.tokens import token_issue, token_revoke, token_status
+from kidneyproject.api_requests import RequestBodySerializer
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
@@ -25,7 +26,7 @@ class ApiTokenSerializer(serializers.ModelSerializer):
         return token_status(token)
 
 
-class ApiTokenIssueSerializer(serializers.Serializer):
+class ApiTokenIssueSerializer(RequestBodySerializer):
     name = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
 
 
@@ -44,14 +45,15 @@ class ApiTokenViewSet(
     viewsets.GenericViewSet,
 ):
     """Your own API tokens. A token expires after KIDNEY_TOKEN_DAYS; issue a fresh one before
-    then and revoke the old one (DELETE), or revoke one at once if it leaked."""
+    then and revoke the old one (DELETE), or revoke one at once if it leaked. Revoked tokens
+    are not listed."""
 
     serializer_class = ApiTokenSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return ApiToken.objects.none()
-        return ApiToken.objects.filter(user=self.request.user)
+        return ApiToken.objects.filter(user=self.request.user, revoked__isnull=True)
 
     @extend_schema(request=ApiTokenIssueSerializer, responses={201: IssuedApiTokenSerializer})
     def create(self, request):
@@ -63,7 +65,8 @@ class ApiTokenViewSet(
         return Response(IssuedApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
-        """Revoked, not deleted: the list keeps it, and it answers 401 from now on."""
+        """Revoked: it answers 401 from now on and is gone from the API; its row stays, with
+        when it was revoked."""
         token_revoke(instance)
 
 

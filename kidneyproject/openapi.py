@@ -1,5 +1,6 @@
 """The OpenAPI schema's view of errors: every operation lists the error responses it can give,
-each with a body {"detail": "..."}, and says in its own words what it does."""
+each with the body kidneyproject.api_errors gives them, and says in its own words what it
+does."""
 
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
@@ -16,12 +17,17 @@ ACTION_DESCRIPTIONS = {
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong, in a sentence for people.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="The fields refused, each with its messages (nested ones as `name.0`).",
+    )
 
 
 class DocumentedErrorsSchema(AutoSchema):
     """AutoSchema plus the error responses each operation can give (those declared with
     extend_schema win): 409s named by the view's `conflicts` {action: why}, 413 and 415 for
-    its `upload_actions`."""
+    its `upload_actions` (415 for any other write: JSON bodies only)."""
 
     def get_description(self) -> str:
         own = super().get_description()
@@ -36,30 +42,36 @@ class DocumentedErrorsSchema(AutoSchema):
         if operation is None:
             return None
         error = {"application/json": {"schema": self._error_reference()}}
-        for code, why in self._errors(path, method):
+        for code, why in self._errors(path, method, operation):
             operation["responses"].setdefault(str(code), {"content": error, "description": why})
         return operation
 
     def _error_reference(self) -> dict:
         return self.resolve_serializer(ErrorSerializer, "response").ref
 
-    def _errors(self, path: str, method: str) -> list[tuple[int, str]]:
+    def _errors(self, path: str, method: str, operation: dict) -> list[tuple[int, str]]:
         errors = []
         writes = method.upper() in ("POST", "PUT", "PATCH")
-        if writes:
-            errors.append((400, "The request is malformed or a field is invalid."))
+        queried = any(p["in"] == "query" for p in operation.get("parameters", []))
+        if writes or queried:
+            errors.append((400, "The request is malformed or a field or parameter is invalid."))
+        action = getattr(self.view, "action", None)
+        upload = action in getattr(self.view, "upload_actions", ())
+        if upload:
+            errors.append((413, "The file is larger than the service accepts."))
+            errors.append((415, "The file is not a PNG, JPEG or DICOM image it can read."))
+        elif writes:
+            errors.append((415, "The body is not JSON (an upload alone is multipart)."))
         if not any(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
             errors.append((401, "No valid credentials: a missing, expired or revoked token."))
             errors.append((403, "The user's role does not allow this."))
         if "{" in path:
             errors.append((404, "No such object, or not one this user may see."))
-        action = getattr(self.view, "action", None)
+        elif self._is_list_view() and self.view.pagination_class:
+            errors.append((404, "No such page: `page` is past the last."))
         conflict = getattr(self.view, "conflicts", {}).get(action)
         if conflict:
             errors.append((409, conflict))
-        if action in getattr(self.view, "upload_actions", ()):
-            errors.append((413, "The file is larger than the service accepts."))
-            errors.append((415, "The file is not a PNG, JPEG or DICOM image it can read."))
         if self.view.get_throttles():
             errors.append((429, "Too many requests; try again after Retry-After seconds."))
         errors.append((503, "A backing service (the database) is unavailable; try again."))

@@ -243,10 +243,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "kidneyproject.api_requests.PageNumbers",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "kidneyproject.openapi.DocumentedErrorsSchema",
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "kidneyproject.api_errors.api_exception_handler",
+    # JSON bodies only; the upload alone is multipart (scans.views).
+    "DEFAULT_PARSER_CLASSES": ["kidneyproject.api_requests.ObjectJSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kidney CT triage API",
@@ -256,6 +259,9 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get components of their own, so an upload's file is `format: binary`
+    # (a response would show it as a URL).
+    "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -264,6 +270,7 @@ SPECTACULAR_SETTINGS = {
         "ModelVersionStatusEnum": "training.models.ModelVersion.Status",
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
         "StudyStatusEnum": "scans.models.Study.Status",
+        "LabelEnum": "django.conf.settings.KIDNEY_CLASSES",
     },
 }
 

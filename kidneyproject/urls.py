@@ -41,3 +41,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
+
+handler404 = "kidneyproject.api_errors.not_found"
+handler500 = "kidneyproject.api_errors.server_error"

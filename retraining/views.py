@@ -52,8 +52,10 @@ class TrainingRunViewSet(
     serializer_class = TrainingRunSerializer
     permission_classes = [ML_ENGINEERS]
     conflicts = {
-        "create": "A training run is queued or running already (its id is in active_run).",
-        "retry": "A training run is queued or running already (its id is in active_run).",
+        "create": "Not started: a run is queued or running already (its id is in active_run), "
+        "or the confirmed labels cannot fill a run yet (detail says what it waits for).",
+        "retry": "Not started: a run is queued or running already (its id is in active_run), "
+        "or the run did not fail.",
     }
 
     @extend_schema(request=TrainingRunRequestSerializer, responses={202: TrainingRunSerializer})
@@ -92,8 +94,8 @@ class TrainingRunViewSet(
                 {"detail": str(active), "active_run": active.run.pk},
                 status=status.HTTP_409_CONFLICT,
             )
-        except ValueError as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        except ValueError as error:  # the labels or the run's state, not the request
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         body = TrainingRunSerializer(run, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
 

@@ -19,7 +19,7 @@ def scans_visible_to(user) -> QuerySet[Scan]:
     return scans.filter(organisation=organisation)
 
 
-def scans_filtered(scans: QuerySet[Scan], *, status: str | None, label: str | None):
+def scans_filtered(scans: QuerySet[Scan], *, status: str | None = None, label: str | None = None):
     if status:
         scans = scans.filter(status=status)
     if label:

@@ -1,5 +1,7 @@
+from django.conf import settings
 from rest_framework import serializers
 
+from kidneyproject.api_requests import QueryParametersSerializer, RequestBodySerializer
 from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
 from scans.models import DECISION_SUPPORT_NOTICE, Prediction, ReviewEvent, Scan, Study
 from scans.selectors import study_series
@@ -75,15 +77,19 @@ class ScanSerializer(serializers.ModelSerializer):
         return PredictionSerializer(prediction).data if prediction else None
 
 
-class ReviewRequestSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=32)
+class ReviewRequestSerializer(RequestBodySerializer):
+    label = serializers.ChoiceField(choices=(), help_text="One of the service's KIDNEY_CLASSES.")
     note = serializers.CharField(required=False, allow_blank=True, default="")
     version = serializers.IntegerField(
         min_value=0, help_text="The scan's review_version you read: a stale write gets 409."
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["label"].choices = settings.KIDNEY_CLASSES
 
-class ReviewUndoSerializer(serializers.Serializer):
+
+class ReviewUndoSerializer(RequestBodySerializer):
     version = serializers.IntegerField(
         min_value=0, help_text="The scan's review_version you read: a stale undo gets 409."
     )
@@ -120,10 +126,19 @@ class ReviewQueueItemSerializer(ScanSerializer):
         return scan.prediction.abnormal_score >= scan.prediction.threshold
 
 
-class ReviewQueueFilterSerializer(serializers.Serializer):
-    positive = serializers.BooleanField(required=False, allow_null=True, default=None)
-    model_version = serializers.IntegerField(required=False, min_value=1)
-    since = serializers.DateField(required=False)
+class ScanFilterSerializer(QueryParametersSerializer):
+    status = serializers.ChoiceField(choices=Scan.Status.choices, required=False)
+    label = serializers.CharField(required=False, help_text="Predicted label.")
+
+
+class ReviewQueueFilterSerializer(QueryParametersSerializer):
+    positive = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only scans flagged abnormal"
+    )
+    model_version = serializers.IntegerField(
+        required=False, min_value=1, help_text="Predicted by this version"
+    )
+    since = serializers.DateField(required=False, help_text="Predicted on or after this date")
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -201,8 +216,8 @@ class StudyDetailSerializer(StudySerializer):
         return StudySliceSerializer(slices, many=True).data
 
 
-class StudyReviewSerializer(serializers.Serializer):
-    verdict = serializers.CharField(max_length=32)
+class StudyReviewSerializer(RequestBodySerializer):
+    verdict = serializers.ChoiceField(choices=(), help_text="One of the service's KIDNEY_CLASSES.")
     stone_slices = serializers.ListField(
         child=serializers.UUIDField(),
         required=False,
@@ -213,3 +228,7 @@ class StudyReviewSerializer(serializers.Serializer):
     version = serializers.IntegerField(
         min_value=0, help_text="The study's review_version you read: a stale write gets 409."
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["verdict"].choices = settings.KIDNEY_CLASSES

@@ -287,6 +287,10 @@ class StudyNotReviewable(ValueError):
     pass
 
 
+class StudyNotTriaged(ValueError):
+    pass
+
+
 def study_review(
     *,
     study_id,
@@ -305,7 +309,7 @@ def study_review(
         if study.review_version != read_version:
             raise StaleReview(study.review_version)
         if study.status != Study.Status.TRIAGED:
-            raise StudyNotReviewable(f"The study is {study.status}; review it once triaged.")
+            raise StudyNotTriaged(f"The study is {study.status}; review it once triaged.")
         classes = set(settings.KIDNEY_CLASSES)
         if study.model_version is not None:
             classes |= set(study.model_version.classes)

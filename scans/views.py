@@ -1,11 +1,11 @@
 from django.conf import settings
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
@@ -13,6 +13,7 @@ from accounts.permissions import allow
 from accounts.roles import Role
 from audit.models import AccessEvent
 from audit.services import access_record
+from kidneyproject.api_requests import ObjectJSONParser
 from kidneyproject.openapi import ErrorSerializer
 from ml_core.dicom import CONTENT_TYPE as DICOM_CONTENT_TYPE
 from ml_core.dicom import WINDOW_PRESETS
@@ -28,6 +29,7 @@ from scans.serializers import (
     ReviewRequestSerializer,
     ReviewUndoSerializer,
     ScanAcceptedSerializer,
+    ScanFilterSerializer,
     ScanSerializer,
     ScanUploadSerializer,
     StudyDetailSerializer,
@@ -65,6 +67,9 @@ class UploadRateThrottle(UserRateThrottle):
         return settings.KIDNEY_UPLOAD_RATE
 
 
+# What an upload's file may be, as the schema tells clients (the service reads the bytes, not
+# the part's declared type).
+UPLOAD_CONTENT_TYPES = f"image/png, image/jpeg, {DICOM_CONTENT_TYPE}"
 # Room for the multipart boundaries and headers around the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -92,10 +97,11 @@ class ScanViewSet(
     reading; they never replace it."""
 
     serializer_class = ScanSerializer
-    parser_classes = [MultiPartParser, JSONParser]
+    parser_classes = [MultiPartParser]
     conflicts = {
         "review": "Another review of this scan came first: read it again, then decide.",
-        "undo_review": "Another review of this scan came first: read it again, then decide.",
+        "undo_review": "Another review of this scan came first (read it again, then decide), "
+        "or the scan has no review to undo.",
     }
     upload_actions = {"create"}
     permission_classes = [
@@ -130,24 +136,20 @@ class ScanViewSet(
         scans = selectors.scans_visible_to(self.request.user)
         if self.action != "list":
             return scans
-        status_filter = self.request.query_params.get("status")
-        if status_filter and status_filter not in Scan.Status.values:
-            raise ValidationError({"status": f"Must be one of {', '.join(Scan.Status.values)}."})
-        return selectors.scans_filtered(
-            scans, status=status_filter, label=self.request.query_params.get("label")
-        )
+        filters = ScanFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.scans_filtered(scans, **filters.validated_data)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", OpenApiTypes.STR, enum=Scan.Status.values),
-            OpenApiParameter("label", OpenApiTypes.STR, description="Predicted label."),
-        ]
-    )
+    @extend_schema(parameters=[ScanFilterSerializer])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
-        request={"multipart/form-data": ScanUploadSerializer},
+        request={
+            "multipart/form-data": OpenApiRequest(
+                ScanUploadSerializer, encoding={"file": {"contentType": UPLOAD_CONTENT_TYPES}}
+            )
+        },
         responses={202: ScanAcceptedSerializer, 200: ScanSerializer},
     )
     def create(self, request, *args, **kwargs):
@@ -180,7 +182,12 @@ class ScanViewSet(
         return Response(accepted.data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ReviewRequestSerializer, responses={200: ReviewEventSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[RADIOLOGISTS])
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[RADIOLOGISTS],
+        parser_classes=[ObjectJSONParser],
+    )
     def review(self, request, pk=None):
         """Confirm or relabel: send the label, a note and the review_version you read."""
         scan = self.get_object()
@@ -202,7 +209,11 @@ class ScanViewSet(
 
     @extend_schema(request=ReviewUndoSerializer, responses={200: ReviewEventSerializer})
     @action(
-        detail=True, methods=["post"], url_path="undo-review", permission_classes=[RADIOLOGISTS]
+        detail=True,
+        methods=["post"],
+        url_path="undo-review",
+        permission_classes=[RADIOLOGISTS],
+        parser_classes=[ObjectJSONParser],
     )
     def undo_review(self, request, pk=None):
         """Undo the scan's last review: a new review event puts back the label it had before
@@ -217,7 +228,7 @@ class ScanViewSet(
         except services.StaleReview as stale:
             return stale_review_response(stale)
         except services.NothingToUndo as nothing:
-            raise ValidationError({"detail": str(nothing)}) from None
+            return Response({"detail": str(nothing)}, status=status.HTTP_409_CONFLICT)
         return Response(ReviewEventSerializer(event).data)
 
     @extend_schema(
@@ -269,7 +280,7 @@ class ScanViewSet(
         )
 
     @extend_schema(responses={200: ReviewEventSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def reviews(self, request, pk=None):
         """Every review of this scan, newest first: the audit trail."""
         events = self.get_object().review_events.select_related("reviewer", "model_version")
@@ -285,13 +296,7 @@ class ReviewQueueView(generics.ListAPIView):
     serializer_class = ReviewQueueItemSerializer
     permission_classes = [RADIOLOGISTS]
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("positive", bool, description="true: only scans flagged abnormal"),
-            OpenApiParameter("model_version", int, description="Predicted by this version"),
-            OpenApiParameter("since", OpenApiTypes.DATE, description="Predicted on or after"),
-        ]
-    )
+    @extend_schema(parameters=[ReviewQueueFilterSerializer])
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         response.data["reviewed_today"] = selectors.reviews_today(request.user)
@@ -313,6 +318,10 @@ class StudyViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.Ge
     and its key slices. Verdicts support a radiologist's reading; they never replace it."""
 
     permission_classes = [allow(read=tuple(Role), write=(Role.RADIOLOGIST,))]
+    conflicts = {
+        "review": "Another review of this study came first (read it again, then decide), or "
+        "the study is not triaged yet.",
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema has no user
@@ -353,6 +362,8 @@ class StudyViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.Ge
             )
         except services.StaleReview as stale:
             return stale_review_response(stale)
+        except services.StudyNotTriaged as not_yet:
+            return Response({"detail": str(not_yet)}, status=status.HTTP_409_CONFLICT)
         except (services.UnknownLabel, services.StudyNotReviewable) as refused:
             raise ValidationError({"detail": str(refused)}) from None
         study = self.get_queryset().get(pk=study.pk)

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from accounts.roles import Role
 from accounts.services import api_user_upsert
 from audit.models import AccessEvent
@@ -194,10 +195,10 @@ def test_a_user_lists_issues_and_revokes_their_own_tokens_only():
     assert "revoked" in refused.json()["detail"]
     assert api(second).get("/api/scans/").status_code == 200
     assert api(other).get("/api/scans/").status_code == 200
-    statuses = {
-        token["id"]: token["status"] for token in api(second).get("/api/tokens/").json()["results"]
-    }
-    assert statuses[old_id] == "revoked"
+    remaining = [token["id"] for token in api(second).get("/api/tokens/").json()["results"]]
+    assert old_id not in remaining
+    assert api(second).get(f"/api/tokens/{old_id}/").status_code == 404
+    assert ApiToken.objects.get(pk=old_id).revoked is not None
 
 
 @pytest.mark.django_db

@@ -209,15 +209,20 @@ def test_every_operation_documents_its_errors_and_says_what_it_does(client_for):
     for (method, path), operation in operations.items():
         codes = set(operation["responses"])
         assert {"401", "403", "503"} <= codes, (method, path)
-        assert ("404" in codes) == ("{id}" in path), (method, path)
-        if method == "POST":
+        queried = [parameter["name"] for parameter in operation.get("parameters", [])
+                   if parameter["in"] == "query"]  # fmt: skip
+        assert ("404" in codes) == ("{id}" in path or "page" in queried), (method, path)
+        if method == "POST" or queried:
             assert "400" in codes, (method, path)
+        if method == "POST":
+            assert "415" in codes, (method, path)
         detail = operation["responses"]["403"]["content"]["application/json"]["schema"]
         assert detail == {"$ref": "#/components/schemas/Error"}
     assert {"413", "415", "429"} <= set(operations["POST", "/api/scans/"]["responses"])
     for conflicted in ["/api/scans/{id}/review/", "/api/scans/{id}/undo-review/",
                        "/api/models/{id}/promote/",
-                       "/api/models/{id}/rollback/", "/api/training-runs/"]:  # fmt: skip
+                       "/api/models/{id}/rollback/", "/api/training-runs/",
+                       "/api/training-runs/{id}/retry/", "/api/studies/{id}/review/"]:  # fmt: skip
         assert "409" in operations["POST", conflicted]["responses"]
     assert "409" not in operations["POST", "/api/tokens/"]["responses"]
 

@@ -128,7 +128,9 @@ CASES = {
     "dicom-unknown-syntax": Case(dicom_files.ct_declaring("1.2.3.4"), 415, "1.2.3.4"),
     "no-file-field": Case(None, 400, "No file was submitted"),
     "file-as-text-field": Case(None, 400, "not a file", fields={"file": "AAAA"}),
-    "json-body": Case(None, 400, "not a file", fields={"file": "iVBORw0KGgo="}, json=True),
+    "json-body": Case(
+        None, 415, "Unsupported media type", fields={"file": "iVBORw0KGgo="}, json=True
+    ),
     "content-length-over-limit": Case(
         phantom_png(size=64), 413, "too large", request={"CONTENT_LENGTH": str(10**10)}
     ),

@@ -94,7 +94,7 @@ def test_a_candidate_mlflow_cannot_register_leaves_nothing_and_its_run_is_retrie
     assert body["mlflow_version"] == candidate.mlflow_version != ""
     assert stored_models() == sorted([*models_before, Path(candidate.artifact).name])
     refused = engineer.post(f"/api/training-runs/{body['id']}/retry/")
-    assert refused.status_code == 400  # only a failed run is retried
+    assert refused.status_code == 409  # only a failed run is retried
 
 
 @pytest.mark.django_db

@@ -57,7 +57,7 @@ def test_the_trigger_waits_while_a_class_cannot_fill_its_blocks_then_starts(
     assert "'stone': 0" in waiting
     assert "the recent block" in waiting
     refused = engineer.post("/api/training-runs/", {}, format="json")
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert "the evaluation set" in refused.json()["detail"]
     assert not TrainingRun.objects.exists()
     assert not EvaluationSet.objects.exists()  # nothing frozen short of a class

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from kidneyproject.api_requests import RequestBodySerializer
 from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
 from ml_core.training import MODES
 from training.models import ModelEvaluation, ModelVersion, PromotionLog, TrainingRun
@@ -55,7 +56,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(version.model_card)
 
 
-class PromotionRequestSerializer(serializers.Serializer):
+class PromotionRequestSerializer(RequestBodySerializer):
     override_reason = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -143,7 +144,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         ]
 
 
-class TrainingRunRequestSerializer(serializers.Serializer):
+class TrainingRunRequestSerializer(RequestBodySerializer):
     """Optional overrides of the default retraining parameters."""
 
     mode = serializers.ChoiceField(choices=MODES, required=False)
