@@ -14,9 +14,11 @@ For each method, side by side in one run on the same slices:
   P(abnormal) falls when the tenth of the slice the map ranks highest is blanked;
 - randomised: the Spearman rank correlation of each map with the map of the same model with
   its top block (block5) re-initialised (Adebayo et al., 2018): a map that barely changes
-  does not explain this model. The randomised model's occlusion maps are taken without the
-  service's signal floor (a flat map has no ranks); `randomised_empty` is the share of them
-  that the floor would have emptied;
+  does not explain this model. With a 95% bootstrap interval over the slices, and
+  `randomised_other_slice`: the same against the randomised map of another slice, which is
+  what the slices' aligned anatomy alone gives. The randomised model's occlusion maps are
+  taken without the service's signal floor (a flat map has no ranks); `randomised_empty` is
+  the share of them that the floor would have emptied;
 - cost: forward passes (a backward pass counted as two) and milliseconds per slice.
 
     .venv/bin/python bench/evidence.py --data ../shared/data/kidney-ct --figure /tmp/evidence.png
@@ -319,6 +321,16 @@ def summary(values) -> float | None:
     return rounded(float(np.mean(values))) if len(values) else None
 
 
+def mean_interval(values, rounds: int = 2000, seed: int = 0) -> list[float] | None:
+    """95% percentile bootstrap interval of the mean, slices redrawn with replacement."""
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = np.asarray(values)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(rounds)]
+    return [rounded(float(np.percentile(means, 2.5))), rounded(float(np.percentile(means, 97.5)))]
+
+
 def curve_summary(measured: list[dict], is_stone: np.ndarray) -> dict:
     if not measured:
         return {}
@@ -396,7 +408,7 @@ def main() -> None:
             for image, m in zip([] if args.usable_only else images, maps, strict=False)
         ]
         few = slice(0, args.randomised_limit)
-        correlations, emptied = [], []
+        correlations, other_slice, emptied = [], [], []
         if args.randomised_limit > 0 and not args.usable_only:
             randomised_explainer = randomised_explainers[name]
             _, random_maps = randomised_explainer(images[few])
@@ -406,11 +418,17 @@ def main() -> None:
             correlations = [
                 rank_correlation(m, r) for m, r in zip(maps[few], random_maps, strict=True)
             ]
+            other_slice = [
+                rank_correlation(m, r)
+                for m, r in zip(maps[few], np.roll(random_maps, 1, axis=0), strict=True)
+            ]
         report["methods"][name] = {
             "usable": rounded(float(usable.mean())),
             "usable_stone": rounded(float(usable[is_stone].mean())) if is_stone.any() else None,
             **curve_summary(measured, is_stone),
             "randomised_rank_correlation": summary(correlations),
+            "randomised_rank_correlation_interval": mean_interval(correlations),
+            "randomised_other_slice": summary(other_slice),
             "randomised_empty": summary(emptied),
             "forward_passes": explainer.passes,
             "ms_per_slice": round(milliseconds, 1),
