@@ -17,4 +17,4 @@ COPY . .
 RUN useradd --create-home --uid 1000 kidney && mkdir -p /data && chown kidney /data
 USER kidney
 EXPOSE 8000
-CMD ["gunicorn", "kidneyproject.wsgi:application", "--bind=0.0.0.0:8000", "--workers=4"]
+CMD ["gunicorn", "kidneyproject.wsgi:application", "--bind=0.0.0.0:8000", "--workers=4", "--limit-request-line=0"]

@@ -50,6 +50,14 @@ def api_exception_handler(exc, context):
     return response
 
 
+def bad_request(request, exception):
+    """Django's 400 page (a request it cannot even parse: too many query parameters), but
+    JSON under /api/."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "The request could not be read."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
 def not_found(request, exception):
     """Django's 404 page, but JSON in the API's error shape under /api/ (an unknown path, or
     an id the route does not accept)."""

@@ -26,7 +26,7 @@ JSON_TYPES = (
 
 
 def json_type_error(field: serializers.Field, value) -> str | None:
-    """Why the value does not have the field's JSON type, or None when it has it."""
+    """Why the value does not have the field's JSON type or length, or None when it has."""
     if value is None:
         return None if field.allow_null else "This field may not be null."
     for field_class, types, description in JSON_TYPES:
@@ -39,6 +39,10 @@ def json_type_error(field: serializers.Field, value) -> str | None:
                 for item in value:
                     if error := json_type_error(field.child, item):
                         return error
+            # Counted before DRF trims the whitespace, as the schema's maxLength counts.
+            limit = getattr(field, "max_length", None)
+            if isinstance(value, str) and limit is not None and len(value) > limit:
+                return f"Ensure this field has no more than {limit} characters."
             return None
     return None
 

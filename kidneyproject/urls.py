@@ -42,5 +42,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
 
+handler400 = "kidneyproject.api_errors.bad_request"
 handler404 = "kidneyproject.api_errors.not_found"
 handler500 = "kidneyproject.api_errors.server_error"

@@ -125,3 +125,23 @@ def test_nested_field_errors_are_named_by_their_place(client_for, serving_model)
 
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["stone_slices.0"]
+
+
+def test_a_request_django_cannot_read_is_a_json_400_under_the_api(client_for):
+    too_many = {f"p{number}": "1" for number in range(1500)}  # over Django's 1000 fields
+
+    response = client_for("clinician").get("/api/scans/", too_many)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The request could not be read."}
+
+
+def test_a_string_s_length_counts_its_spaces_as_the_schema_does(client_for):
+    client = client_for("clinician")
+
+    padded = client.post("/api/tokens/", {"name": " " + "x" * 100}, format="json")
+    exact = client.post("/api/tokens/", {"name": "x" * 100}, format="json")
+
+    assert padded.status_code == 400
+    assert list(padded.json()["fields"]) == ["name"]
+    assert exact.status_code == 201

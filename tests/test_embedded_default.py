@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
+
+import pytest
 
 from tests.conftest import REPO_ROOT, wait_for
 from tests.images import phantom_png
@@ -105,6 +108,13 @@ def test_runstack_serves_uploads_end_to_end_without_any_server(tmp_path):
 
         body = wait_for(predicted, timeout=90, interval=0.5, message="the prediction")
         assert set(body["prediction"]["probabilities"]) == {"normal", "stone"}
+        # A request line longer than gunicorn's default 4 KB still gets the API's JSON.
+        long_query = urllib.request.Request(f"{base}/api/scans/?page={'x' * 6000}")
+        long_query.add_header("Authorization", f"Token {token}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(long_query, timeout=10)
+        assert refused.value.code == 400
+        assert list(json.loads(refused.value.read())["fields"]) == ["page"]
         assert (tmp_path / "data" / "kidney.sqlite3").is_file()
         # Local media, and the model in storage under the data folder too.
         assert any((tmp_path / "data" / "media" / "scans").iterdir())

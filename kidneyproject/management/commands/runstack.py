@@ -34,6 +34,9 @@ class Command(BaseCommand):
                 f"--workers={web_workers}",
                 "--timeout=120",
                 "--access-logfile=-",
+                # gunicorn refuses a request line over 4 KB with an HTML page of its own; let
+                # Django answer it, in the API's JSON error shape.
+                "--limit-request-line=0",
             ],
             "inference": [
                 *celery,
