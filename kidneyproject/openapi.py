@@ -2,9 +2,14 @@
 each with the body kidneyproject.api_errors gives them, and says in its own words what it
 does."""
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+
+# DRF refuses a NUL character in any text field (PostgreSQL cannot store one); the schema says
+# so, or a client generated from it would send strings the API refuses.
+NO_NUL_CHARACTER = "^[^\\u0000]*$"
 
 # What a generic action does, where its method has no docstring of its own.
 ACTION_DESCRIPTIONS = {
@@ -45,6 +50,22 @@ class DocumentedErrorsSchema(AutoSchema):
         for code, why in self._errors(path, method, operation):
             operation["responses"].setdefault(str(code), {"content": error, "description": why})
         return operation
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        refuses_nul = any(isinstance(v, ProhibitNullCharactersValidator) for v in field.validators)
+        if direction == "request" and refuses_nul and schema.get("type") == "string":
+            schema.setdefault("pattern", NO_NUL_CHARACTER)
+        return schema
+
+    def _insert_field_validators(self, field, schema):
+        # drf-spectacular offers a blank text field with a pattern "" as a second branch of a
+        # oneOf; this pattern matches "" itself, and "" would then match both branches.
+        ours = schema.get("pattern") == NO_NUL_CHARACTER and schema.pop("pattern")
+        super()._insert_field_validators(field, schema)
+        if ours:
+            constrained = schema["oneOf"][0] if "oneOf" in schema else schema
+            constrained.setdefault("pattern", ours)
 
     def _error_reference(self) -> dict:
         return self.resolve_serializer(ErrorSerializer, "response").ref

@@ -2,6 +2,8 @@
 requests are held to the schema's types and bounds. Each case is one the contract test
 (Schemathesis) once found answered otherwise."""
 
+import re
+
 import pytest
 
 from tests.factories import make_prediction, make_scan, make_study
@@ -145,3 +147,16 @@ def test_a_string_s_length_counts_its_spaces_as_the_schema_does(client_for):
     assert padded.status_code == 400
     assert list(padded.json()["fields"]) == ["name"]
     assert exact.status_code == 201
+
+
+def test_text_fields_refuse_a_nul_character_as_the_schema_says(client_for):
+    client = client_for("clinician")
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    name = schema["components"]["schemas"]["ApiTokenIssueRequest"]["properties"]["name"]
+
+    with_nul = client.post("/api/tokens/", {"name": "a\x00b"}, format="json")
+
+    assert re.fullmatch(name["pattern"], "a\x00b") is None
+    assert re.fullmatch(name["pattern"], "a b") is not None
+    assert with_nul.status_code == 400
+    assert list(with_nul.json()["fields"]) == ["name"]
