@@ -6,6 +6,7 @@ embedded default's file system) gives them directly; from any other (S3) each ma
 a local copy of what it reads, written whole before it is used (names are never reused).
 """
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -59,7 +60,9 @@ def manifest_store(entries: list[LabelledImage]) -> str:
     digest = manifest_digest(entries)
     name = _manifest_name(digest)
     if not default_storage.exists(name):
-        default_storage.save(name, ContentFile(manifest_to_json(entries).encode()))
+        # A concurrent request may store the same entries under this digest first.
+        with contextlib.suppress(FileExistsError):
+            default_storage.save(name, ContentFile(manifest_to_json(entries).encode()))
     return digest
 
 
