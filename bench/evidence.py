@@ -18,7 +18,9 @@ For each method, side by side in one run on the same slices:
   `randomised_other_slice`: the same against the randomised map of another slice, which is
   what the slices' aligned anatomy alone gives. The randomised model's occlusion maps are
   taken without the service's signal floor (a flat map has no ranks); `randomised_empty` is
-  the share of them that the floor would have emptied;
+  the share of them that the floor would have emptied. `--cascade` adds Adebayo et al.'s
+  cascade for the served map: the output layer, the head, block5 and block4 randomised in
+  turn from the top;
 - cost: forward passes (a backward pass counted as two) and milliseconds per slice.
 
     .venv/bin/python bench/evidence.py --data ../shared/data/kidney-ct --figure /tmp/evidence.png
@@ -49,7 +51,7 @@ from ml_core.evidence import (  # noqa: E402
     Occlusion,
     blank_like,
     patch_starts,
-    randomised_top_block,
+    randomised_layers,
     rank_correlation,
 )
 from ml_core.numbers import rounded  # noqa: E402
@@ -349,6 +351,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--methods", default="", help="Comma-separated; all by default.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cascade",
+        action="store_true",
+        help="The served map against the cascade from the top (the output layer, the head, "
+        "block5, block4 randomised in turn) on the --randomised-limit slices.",
+    )
     parser.add_argument("--figure", default="", help="Write slices and their maps to this PNG.")
     parser.add_argument(
         "--usable-only",
@@ -378,7 +386,7 @@ def main() -> None:
     explainers = methods(model, classes)
     if args.methods:
         explainers = {name: explainers[name] for name in args.methods.split(",")}
-    randomised = randomised_top_block(model)
+    randomised = randomised_layers(model)
     randomised_explainers = methods(randomised, classes)
     for explainer in randomised_explainers.values():
         explainer.min_signal = 0.0
@@ -434,9 +442,39 @@ def main() -> None:
             "ms_per_slice": round(milliseconds, 1),
         }
         print(name, json.dumps(report["methods"][name]), flush=True)
+    if args.cascade:
+        few = slice(0, args.randomised_limit)
+        served = all_maps.get("occlusion")
+        if served is None:
+            served = upsampled(Occlusion(model, classes)(images[few])[1], size)
+        report["cascade"] = cascade(model, classes, images[few], served[few], size)
     if args.figure:
         write_figure(args.figure, images, all_maps, is_stone)
     print(json.dumps(report))
+
+
+# Adebayo et al.'s cascade: from the output layer down, each step randomising one more.
+CASCADE = ("probabilities", "head_dense", "block5_", "block4_")
+
+
+def cascade(model, classes, images, served: np.ndarray, size: int) -> dict:
+    """The served maps' rank correlation with the maps of the model randomised from the top
+    down to each step of CASCADE (and against another slice's, the anatomy's share)."""
+    result = {}
+    for depth in range(1, len(CASCADE) + 1):
+        explainer = Occlusion(randomised_layers(model, CASCADE[:depth]), classes)
+        explainer.min_signal = 0.0
+        random_maps = upsampled(explainer(images)[1], size)
+        correlations = [rank_correlation(m, r) for m, r in zip(served, random_maps, strict=True)]
+        others = np.roll(random_maps, 1, axis=0)
+        other_slice = [rank_correlation(m, r) for m, r in zip(served, others, strict=True)]
+        result["+".join(CASCADE[:depth])] = {
+            "rank_correlation": summary(correlations),
+            "interval": mean_interval(correlations),
+            "other_slice": summary(other_slice),
+        }
+        print("cascade", CASCADE[:depth], json.dumps(result["+".join(CASCADE[:depth])]), flush=True)
+    return result
 
 
 def write_figure(path: str, images: np.ndarray, all_maps: dict, is_stone: np.ndarray) -> None:

@@ -121,17 +121,18 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.corrcoef(ranks(first), ranks(second))[0, 1])
 
 
-def randomised_top_block(model, *, prefix: str = "block5_", seed: int = 0):
-    """A copy of the model with the convolutions of its top block re-initialised (Glorot,
-    zero bias): the check of Adebayo et al. (2018) that a map explains this model's weights
-    and not just the image."""
+def randomised_layers(model, prefixes: tuple[str, ...] = ("block5_",), *, seed: int = 0):
+    """A copy of the model with the kernels of every layer whose name starts with one of the
+    prefixes re-initialised (Glorot, zero bias): the check of Adebayo et al. (2018) that a map
+    explains this model's weights and not just the image. By default the top convolutional
+    block; the head's layers ("head_dense", "probabilities") for the cascade from the top."""
     import keras
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     initialiser = keras.initializers.GlorotUniform(seed=seed)
     for layer in copy.layers:
-        if layer.name.startswith(prefix) and layer.weights:
+        if layer.name.startswith(prefixes) and len(layer.weights) == 2:
             kernel, bias = layer.get_weights()
             fresh = keras.ops.convert_to_numpy(initialiser(kernel.shape))
             layer.set_weights([fresh.astype(kernel.dtype), np.zeros_like(bias)])

@@ -234,14 +234,14 @@ def test_the_evidence_map_follows_a_stone_moved_across_a_phantom(phantom_reader)
 
 
 def test_the_evidence_map_changes_when_the_top_block_is_randomised(phantom_reader):
-    from ml_core.evidence import Occlusion, randomised_top_block, rank_correlation
+    from ml_core.evidence import Occlusion, randomised_layers, rank_correlation
 
     batch = to_model_batch(
         [phantom_with_stone_at(34, 19, seed=seed) for seed in range(4)],
         phantom_reader.preprocessing,
     )
     _, maps = Occlusion(phantom_reader.model, phantom_reader.classes)(batch)
-    randomised = randomised_top_block(phantom_reader.model)
+    randomised = randomised_layers(phantom_reader.model)
     _, random_maps = Occlusion(randomised, phantom_reader.classes)(batch)
     _, same_maps = Occlusion(phantom_reader.model, phantom_reader.classes)(batch)
 
