@@ -422,14 +422,7 @@ def main() -> None:
             _, random_maps = randomised_explainer(images[few])
             if isinstance(randomised_explainer, Occlusion):
                 emptied = list(randomised_explainer.last_peaks < floor)
-            random_maps = upsampled(random_maps, size)
-            correlations = [
-                rank_correlation(m, r) for m, r in zip(maps[few], random_maps, strict=True)
-            ]
-            other_slice = [
-                rank_correlation(m, r)
-                for m, r in zip(maps[few], np.roll(random_maps, 1, axis=0), strict=True)
-            ]
+            correlations, other_slice = agreement(maps[few], upsampled(random_maps, size))
         report["methods"][name] = {
             "usable": rounded(float(usable.mean())),
             "usable_stone": rounded(float(usable[is_stone].mean())) if is_stone.any() else None,
@@ -464,17 +457,24 @@ def cascade(model, classes, images, served: np.ndarray, size: int) -> dict:
     for depth in range(1, len(CASCADE) + 1):
         explainer = Occlusion(randomised_layers(model, CASCADE[:depth]), classes)
         explainer.min_signal = 0.0
-        random_maps = upsampled(explainer(images)[1], size)
-        correlations = [rank_correlation(m, r) for m, r in zip(served, random_maps, strict=True)]
-        others = np.roll(random_maps, 1, axis=0)
-        other_slice = [rank_correlation(m, r) for m, r in zip(served, others, strict=True)]
-        result["+".join(CASCADE[:depth])] = {
+        correlations, other_slice = agreement(served, upsampled(explainer(images)[1], size))
+        step = "+".join(CASCADE[:depth])
+        result[step] = {
             "rank_correlation": summary(correlations),
             "interval": mean_interval(correlations),
             "other_slice": summary(other_slice),
         }
-        print("cascade", CASCADE[:depth], json.dumps(result["+".join(CASCADE[:depth])]), flush=True)
+        print("cascade", step, json.dumps(result[step]), flush=True)
     return result
+
+
+def agreement(maps: np.ndarray, random_maps: np.ndarray) -> tuple[list, list]:
+    """Each map's rank correlation with its slice's randomised map, and with the next
+    slice's (what the slices' aligned anatomy alone gives)."""
+    same = [rank_correlation(m, r) for m, r in zip(maps, random_maps, strict=True)]
+    others = np.roll(random_maps, 1, axis=0)
+    other = [rank_correlation(m, r) for m, r in zip(maps, others, strict=True)]
+    return same, other
 
 
 def write_figure(path: str, images: np.ndarray, all_maps: dict, is_stone: np.ndarray) -> None:

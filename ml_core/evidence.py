@@ -122,10 +122,11 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def randomised_layers(model, prefixes: tuple[str, ...] = ("block5_",), *, seed: int = 0):
-    """A copy of the model with the kernels of every layer whose name starts with one of the
-    prefixes re-initialised (Glorot, zero bias): the check of Adebayo et al. (2018) that a map
-    explains this model's weights and not just the image. By default the top convolutional
-    block; the head's layers ("head_dense", "probabilities") for the cascade from the top."""
+    """A copy of the model with every layer whose name starts with one of the prefixes and
+    that has a kernel and a bias re-initialised (Glorot, zero bias): the check of Adebayo et
+    al. (2018) that a map explains this model's weights and not just the image. By default
+    the top convolutional block; the head's dense layers ("head_dense", "probabilities") for
+    the cascade from the top. Normalisation layers keep their weights."""
     import keras
 
     copy = keras.models.clone_model(model)

@@ -249,6 +249,19 @@ def test_the_evidence_map_changes_when_the_top_block_is_randomised(phantom_reade
     assert np.mean([rank_correlation(a, b) for a, b in zip(maps, random_maps, strict=True)]) < 0.5
 
 
+def test_randomising_the_head_redraws_its_dense_layers_and_keeps_the_rest(phantom_reader):
+    from ml_core.evidence import randomised_layers
+
+    model = phantom_reader.model
+    randomised = randomised_layers(model, ("probabilities", "head_dense"))
+
+    for layer, copy in zip(model.layers, randomised.layers, strict=True):
+        before, after = layer.get_weights(), copy.get_weights()
+        redrawn = layer.name in ("probabilities", "head_dense")
+        kept = all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+        assert kept != redrawn, layer.name
+
+
 def test_maps_that_share_only_a_flat_area_are_not_ranked_alike():
     from ml_core.evidence import rank_correlation
 
