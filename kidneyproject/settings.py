@@ -199,12 +199,16 @@ KIDNEY_TOKEN_DAYS = int(env("KIDNEY_TOKEN_DAYS", "90"))
 # Behind this many reverse proxies that each append to X-Forwarded-For, the client's address
 # is that many entries from the right; 0: the connection's address (REMOTE_ADDR).
 KIDNEY_TRUSTED_PROXY_COUNT = int(env("KIDNEY_TRUSTED_PROXY_COUNT", "0"))
-# Password guessing (django-axes): after this many failures for one user name, or from one
-# client address, logins from there are refused (429) for the cool-off time; staff lift a
-# lockout early in the admin (Axes: access attempts) or with `manage.py axes_reset`.
+# Password guessing (django-axes): after this many failures of one user name at one client
+# address, that name is refused there (429) for the cool-off time, and other readers at the
+# same workstation are not; an address failing this many times across names is refused for
+# everyone (kidneyproject.login_throttle). Staff lift a lockout early in the admin (Axes:
+# access attempts) or with `manage.py axes_reset_username` / `axes_reset_ip`.
 AXES_FAILURE_LIMIT = int(env("KIDNEY_LOGIN_FAILURE_LIMIT", "5"))
+KIDNEY_LOGIN_ADDRESS_FAILURE_LIMIT = int(env("KIDNEY_LOGIN_ADDRESS_FAILURE_LIMIT", "30"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(env("KIDNEY_LOGIN_LOCKOUT_MINUTES", "15")))
-AXES_LOCKOUT_PARAMETERS = env_list("KIDNEY_LOGIN_LOCKOUT_BY", "username,ip_address")
+# In this order: kidneyproject.login_throttle counts them apart.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], ["ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "kidneyproject.client.client_address"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
@@ -214,7 +218,7 @@ AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AXES_SENSITIVE_PARAMETERS = []
 # Failures are counted in the database, which every web process shares, on the embedded
 # default and in production alike (a per-process cache would let each process count apart).
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_HANDLER = "kidneyproject.login_throttle.UserAtAddressHandler"
 # Reads of scans, images, heatmaps and review trails are kept this long in the access audit.
 KIDNEY_AUDIT_RETENTION_DAYS = int(env("KIDNEY_AUDIT_RETENTION_DAYS", str(6 * 365)))
 LOGIN_REDIRECT_URL = "/review/"

@@ -87,15 +87,41 @@ def test_the_admin_login_is_locked_too_and_staff_lift_a_lockout_early(radiologis
 
 
 @pytest.mark.django_db
+def test_one_reader_mistyping_at_a_shared_workstation_locks_only_that_reader(radiologist, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    colleague, _ = api_user_upsert(username="dr-colleague", role=Role.RADIOLOGIST)
+    colleague.set_password(PASSWORD)
+    colleague.save()
+    admin = get_user_model().objects.create_superuser("admin-lift", password=PASSWORD)
+
+    for _ in range(3):
+        log_in(Client(), "dr-lock", WRONG)
+    locked = log_in(Client(), "dr-lock", PASSWORD)
+    colleague_here = log_in(Client(), "dr-colleague", PASSWORD)
+    admin_here = log_in(Client(), admin.username, PASSWORD, path="/admin/login/")
+    still_locked = log_in(Client(), "dr-lock", PASSWORD)  # the others' successes reset nothing
+
+    assert locked.status_code == 429
+    assert "dr-lock" in locked.content.decode()
+    assert logged_in(colleague_here)
+    assert logged_in(admin_here)
+    assert still_locked.status_code == 429
+
+
+@pytest.mark.django_db
 def test_one_client_address_guessing_many_accounts_is_locked(radiologist, settings):
     settings.AXES_FAILURE_LIMIT = 3
+    settings.KIDNEY_LOGIN_ADDRESS_FAILURE_LIMIT = 6
     client = Client()
 
-    for name in ("alice", "bob", "carol"):
+    for name in ("alice", "bob", "carol", "dave", "erin"):
         log_in(client, name, WRONG, address="10.9.9.9")
+    before_the_limit = log_in(Client(), "dr-lock", PASSWORD, address="10.9.9.9")
+    log_in(client, "frank", WRONG, address="10.9.9.9")
     from_there = log_in(client, "dr-lock", PASSWORD, address="10.9.9.9")
     elsewhere = log_in(Client(), "dr-lock", PASSWORD, address="10.1.1.1")
 
+    assert logged_in(before_the_limit)  # five names, one failure each: nobody locked yet
     assert from_there.status_code == 429
     assert logged_in(elsewhere)
 
