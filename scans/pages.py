@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.roles import Role, user_has_role
 from audit.models import AccessEvent
 from audit.services import access_record
+from ml_core.dicom import WINDOW_PRESETS
 from scans import selectors, services
 from training.selectors import serving_model_version
 
@@ -28,6 +29,11 @@ def review_page(request):
         "can_review": user_has_role(request.user, Role.RADIOLOGIST),
         "serving": serving,
         "judged": judged_on(serving),
+        # DICOM slices are served through these; the page shows its window and level in HU.
+        "ct_windows": {
+            name: {"width": window.width, "level": window.level, "name": name.replace("_", " ")}
+            for name, window in WINDOW_PRESETS.items()
+        },
     }
     return render(request, "scans/review.html", context)
 

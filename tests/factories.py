@@ -12,9 +12,9 @@ from scans.models import Prediction, Scan
 def make_scan(user, *, image: bytes | None = None, **fields) -> Scan:
     """A scan row in the user's organisation; with `image`, its bytes are stored as its file."""
     fields.setdefault("organisation", user_organisation(user))
+    fields.setdefault("content_type", "image/png")
     scan = Scan(
         sha256=hashlib.sha256(image or uuid.uuid4().bytes).hexdigest(),
-        content_type="image/png",
         width=64,
         height=64,
         uploaded_by=user,

@@ -3,16 +3,22 @@ heatmap, skip, relabel and move on without a pause; window/level, zoom, undo, te
 row by keyboard, the layout from 1024 to 2560 px; the ML engineers' page. Screenshots of each
 state go to docs/images/ (generated, git-ignored)."""
 
+import itertools
+import time
+
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from PIL import Image
 
 from accounts.roles import Role
 from accounts.services import api_user_upsert
 from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from scans.models import Scan
 from tests.conftest import REPO_ROOT
+from tests.dicom_files import ct_slice
 from tests.factories import make_prediction, make_scan
-from tests.images import phantom_png
+from tests.images import encode, phantom_png
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -39,7 +45,8 @@ def phantom_model(db, phantom_trained):
 
 
 def shown_scan(page) -> str:
-    return page.get_attribute("#scan-image", "src").split("/")[3]
+    """The scan whose slice is drawn on the canvas."""
+    return page.get_attribute("#scan-canvas", "data-scan")
 
 
 def heatmap_display(page) -> str:
@@ -50,7 +57,7 @@ def log_in(browser, live_server, username: str, role: Role, width=1280, start="/
     user, _ = api_user_upsert(username=username, role=role)
     user.set_password(PASSWORD)
     user.save()
-    page = browser.new_page(viewport={"width": width, "height": 900})
+    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
     page.goto(f"{live_server.url}{start}")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
@@ -100,7 +107,7 @@ def test_a_radiologist_uploads_toggles_the_heatmap_skips_and_relabels_without_a_
     page.keyboard.press("h")
     shown = heatmap_display(page)
     page.keyboard.press("n")
-    page.wait_for_function(f"!document.getElementById('scan-image').src.includes('{first}')")
+    page.wait_for_function(f"document.getElementById('scan-canvas').dataset.scan !== '{first}'")
     second = shown_scan(page)
 
     page.fill("#note", "focus in the left kidney")
@@ -190,8 +197,8 @@ def test_a_radiologist_adjusts_the_view_undoes_and_confirms_ten_in_a_row_by_keyb
     page.keyboard.press("r")
     reset = page.inner_text("#window-level")
 
-    assert before.startswith("Window 256, level 128")
-    assert adjusted.startswith("Window 136, level 88")
+    assert before.startswith("Window 255, level 128")
+    assert adjusted.startswith("Window 135, level 88")
     assert "zoom 1.3" in adjusted
     assert opacity == "0.3"
     assert reset == before
@@ -215,13 +222,13 @@ def test_a_radiologist_adjusts_the_view_undoes_and_confirms_ten_in_a_row_by_keyb
     for count in range(1, 11):
         page.keyboard.press("c")
         page.wait_for_function(
-            f"parseInt(document.getElementById('progress').textContent) === {count + 2}"
+            f"parseInt(document.getElementById('progress').textContent) === {count}"
         )
     page.screenshot(path=str(images / "review-ten-confirmed.png"), full_page=True)
     confirmed = Scan.objects.exclude(confirmed_label="")
     assert confirmed.count() == 10
     assert all(scan.confirmed_label == scan.prediction.label for scan in confirmed)
-    assert page.inner_text("#progress") == "12 reviewed today, 2 waiting"
+    assert page.inner_text("#progress") == "10 reviewed today, 2 waiting"  # scans, not events
     assert {str(scan.pk) for scan in scans} >= {str(scan.pk) for scan in confirmed}
 
 
@@ -240,3 +247,234 @@ def test_the_review_workspace_fits_from_1024_to_2560_pixels(
 
     assert overflow <= 0  # nothing runs off to the side
     assert viewer["width"] >= 300
+
+
+# What a first real use of the page found (issue 25) -------------------------------------------
+
+
+def viewer_middle(page) -> tuple[float, float]:
+    box = page.locator("#viewer").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drag(page, start, by, *, shift=False):
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] + by[0] / 2, start[1] + by[1] / 2)
+    page.mouse.move(start[0] + by[0], start[1] + by[1])
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def test_window_level_drags_over_the_evidence_map_as_without_it_and_ends_on_release(
+    browser, live_server, phantom_model
+):
+    queued_scans(phantom_model, 2)
+    _, page = log_in(browser, live_server, "dr-drag", Role.RADIOLOGIST, width=1400)
+    page.wait_for_function("document.getElementById('scan-heatmap').naturalWidth > 0",
+                           timeout=60_000)  # fmt: skip
+    assert heatmap_display(page) == "block"  # the overlay is shown, as by default
+    middle = viewer_middle(page)
+
+    drag(page, middle, (-120, 40))
+    with_overlay = page.inner_text("#window-level")
+    page.mouse.move(middle[0] + 150, middle[1] - 150)  # no button pressed: nothing changes
+    after_release = page.inner_text("#window-level")
+    page.keyboard.press("r")
+    page.keyboard.press("h")  # the same drag with the overlay hidden
+    drag(page, middle, (-120, 40))
+    without_overlay = page.inner_text("#window-level")
+
+    assert with_overlay.startswith("Window 135, level 88")
+    assert after_release == with_overlay
+    assert without_overlay == with_overlay
+
+
+def canvas_point_under(page, x: float, y: float) -> tuple[float, float]:
+    """The slice's pixel under a point of the page."""
+    return tuple(page.evaluate(
+        """([x, y]) => { const canvas = document.getElementById('scan-canvas');
+        const box = canvas.getBoundingClientRect();
+        return [(x - box.left) / box.width * canvas.width,
+                (y - box.top) / box.height * canvas.height]; }""",
+        [x, y],
+    ))  # fmt: skip
+
+
+def test_zoom_keeps_the_point_under_the_pointer_and_shift_drag_pans_with_the_slice_on_screen(
+    browser, live_server, phantom_model
+):
+    queued_scans(phantom_model, 1)
+    _, page = log_in(browser, live_server, "dr-zoom", Role.RADIOLOGIST, width=1400)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
+    viewer = page.locator("#viewer").bounding_box()
+    pointer = (viewer["x"] + viewer["width"] * 0.25, viewer["y"] + viewer["height"] * 0.3)
+    under_before = canvas_point_under(page, *pointer)
+
+    page.mouse.move(*pointer)
+    for _ in range(3):
+        page.mouse.wheel(0, -100)
+    page.wait_for_function(
+        "document.getElementById('window-level').textContent.includes('zoom 2.0')"
+    )
+    under_after = canvas_point_under(page, *pointer)
+    levels = page.inner_text("#window-level")
+    drag(page, (pointer[0] + 100, pointer[1] + 100), (-60, -40), shift=True)
+    panned = canvas_point_under(page, *pointer)
+
+    assert viewer["y"] + viewer["height"] <= 1000  # the whole slice above the fold
+    assert under_after == pytest.approx(under_before, abs=1.0)
+    scale = page.evaluate("document.getElementById('scan-canvas').width") / viewer["width"] / 2
+    assert panned[0] - under_after[0] == pytest.approx(60 * scale, abs=1.0)
+    assert panned[1] - under_after[1] == pytest.approx(40 * scale, abs=1.0)
+    assert page.inner_text("#window-level") == levels  # panning leaves window and level
+
+
+def test_each_new_slice_is_drawn_before_its_label_even_when_it_arrives_late(
+    browser, live_server, phantom_model
+):
+    queued_scans(phantom_model, 5)
+    _, page = log_in(browser, live_server, "dr-slow", Role.RADIOLOGIST)
+    page.wait_for_selector("#current:not([hidden])")
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
+    # Each slice takes 0.4 s to arrive; the page must not label a scan whose slice it has not
+    # drawn. Draws are counted; at each change of the label, a draw must have come since the
+    # previous change.
+    page.route("**/image/?window=*", lambda route: (time.sleep(0.4), route.continue_()))
+    page.evaluate("""() => {
+        window.draws = 0; window.drawsAtLabel = [];
+        const put = CanvasRenderingContext2D.prototype.putImageData;
+        CanvasRenderingContext2D.prototype.putImageData = function (...args) {
+            window.draws += 1; return put.apply(this, args); };
+        new MutationObserver(() => window.drawsAtLabel.push(window.draws)).observe(
+            document.getElementById('model-meta'),
+            { childList: true, characterData: true, subtree: true });
+    }""")  # fmt: skip
+    page.click("h2")
+    for count in range(1, 4):
+        page.keyboard.press("c")
+        page.wait_for_function(
+            f"parseInt(document.getElementById('progress').textContent) === {count}"
+        )
+    draws_at_label = page.evaluate("window.drawsAtLabel")
+
+    assert len(draws_at_label) >= 3
+    assert all(later > earlier for earlier, later in itertools.pairwise([0, *draws_at_label]))
+
+
+def test_a_review_made_stale_in_another_tab_shows_the_scan_as_it_is_now(
+    browser, live_server, phantom_model
+):
+    queued_scans(phantom_model, 3)
+    _, first_tab = log_in(browser, live_server, "dr-tabs", Role.RADIOLOGIST)
+    first_tab.wait_for_selector("#current:not([hidden])")
+    second_tab = first_tab.context.new_page()  # the same session
+    second_tab.goto(f"{live_server.url}/review/")
+    second_tab.wait_for_selector("#current:not([hidden])")
+    scan = shown_scan(first_tab)
+    assert shown_scan(second_tab) == scan
+
+    second_tab.click("h2")
+    second_tab.keyboard.press("c")
+    second_tab.wait_for_function("parseInt(document.getElementById('progress').textContent) === 1")
+    first_tab.click("h2")
+    first_tab.keyboard.press("1")
+    first_tab.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Not saved')"
+    )
+    refused = first_tab.inner_text("#review-status")
+    moved_on_to = shown_scan(first_tab)
+    first_tab.keyboard.press("c")  # the scan now on screen, not the stale one again
+    first_tab.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Saved')"
+    )
+    first_tab.keyboard.press("n")
+    first_tab.wait_for_function("document.getElementById('review-status').textContent === ''")
+
+    assert "reviewed meanwhile" in refused
+    assert moved_on_to != scan
+    assert Scan.objects.exclude(confirmed_label="").count() == 2
+
+
+def test_escape_leaves_the_note_and_the_keys_work_again(browser, live_server, phantom_model):
+    queued_scans(phantom_model, 2)
+    user, page = log_in(browser, live_server, "dr-note", Role.RADIOLOGIST)
+    page.wait_for_selector("#current:not([hidden])")
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
+
+    page.click("#note")
+    page.keyboard.type("calcification")
+    page.keyboard.press("Escape")
+    page.keyboard.press("c")
+    page.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Saved')"
+    )
+
+    assert user.review_events.get().note == "calcification"
+
+
+def test_a_scan_uploaded_on_the_page_joins_the_queue_list_at_once(
+    browser, live_server, phantom_model, tmp_path
+):
+    queued_scans(phantom_model, 1)
+    upload = tmp_path / "new.png"
+    upload.write_bytes(phantom_png(size=96, with_stone=True, seed=77))
+    _, page = log_in(browser, live_server, "dr-upload", Role.RADIOLOGIST)
+    page.wait_for_function("document.getElementById('queue-list').children.length === 1")
+    shown = shown_scan(page)
+
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload-form button")
+    page.wait_for_function(
+        "document.getElementById('upload-status').textContent.includes('predicted')",
+        timeout=60_000,
+    )
+    page.wait_for_function("document.getElementById('queue-list').children.length === 2")
+
+    assert page.inner_text("#progress").endswith("2 waiting")
+    assert shown_scan(page) == shown  # the scan being read stays on screen
+
+
+def test_an_evidence_map_without_signal_says_the_method_found_no_localised_evidence(
+    browser, live_server, phantom_model
+):
+    uploader, _ = api_user_upsert(username="uploader", role=Role.CLINICIAN)
+    grey = encode(Image.fromarray(np.full((96, 96), 120, np.uint8), mode="L"))
+    uniform = make_scan(uploader, image=grey, status=Scan.Status.PREDICTED)
+    make_prediction(uniform, phantom_model, label="stone", stone=0.999)
+    _, page = log_in(browser, live_server, "dr-empty", Role.RADIOLOGIST)
+    page.wait_for_function(
+        "document.getElementById('heatmap-note').textContent.startsWith('Evidence map (')",
+        timeout=60_000,
+    )
+    note = page.inner_text("#heatmap-note")
+
+    assert "found no localised evidence" in note
+    assert "raised P(abnormal)" not in note
+    assert "carries its P(abnormal)" not in note
+
+
+def test_a_dicom_slice_shows_its_window_in_hounsfield_units_and_which_preset(
+    browser, live_server, phantom_model
+):
+    uploader, _ = api_user_upsert(username="uploader", role=Role.CLINICIAN)
+    dicom = make_scan(uploader, image=ct_slice(), content_type="application/dicom",
+                      status=Scan.Status.PREDICTED)  # fmt: skip
+    make_prediction(dicom, phantom_model, label="normal", stone=0.1)
+    _, page = log_in(browser, live_server, "dr-hu", Role.RADIOLOGIST)
+    page.wait_for_function("document.getElementById('window-level').textContent !== ''")
+    soft = page.inner_text("#window-level")
+    drag(page, viewer_middle(page), (-51, 0))  # a fifth of the display range narrower
+    narrowed = page.inner_text("#window-level")
+    page.click("#preset-bone")
+    page.wait_for_function("document.getElementById('window-level').textContent.includes('bone')")
+    bone = page.inner_text("#window-level")
+
+    assert soft.startswith("Window 400 HU, level 40 HU (soft tissue preset)")
+    assert narrowed.startswith("Window 320 HU, level 40 HU")
+    assert bone.startswith("Window 1800 HU, level 400 HU (bone preset)")
+    assert page.get_attribute("#preset-bone", "aria-pressed") == "true"

@@ -47,7 +47,7 @@ $("upload-form").addEventListener("submit", async (event) => {
         `${already}Scan ${scan.id}: predicted ${p.label} ` +
         `(P(abnormal) ${percent(p.abnormal_score)}, ` +
         `model v${p.model_version}, threshold ${p.threshold.toFixed(3)})`;
-      if (canReview && current === null) loadQueue();
+      if (canReview) refreshQueue();
       return;
     }
     if (scan.status === "failed") {
@@ -77,21 +77,40 @@ function queueQuery() {
   return params.toString();
 }
 
-async function loadQueue(preferred = null) {
+async function fetchQueue() {
   const { body } = await api(`/api/review-queue/?${queueQuery()}`);
   queue = body.results;
-  $("progress").textContent = `${body.reviewed_today} reviewed today, ${body.count} waiting`;
+  return body;
+}
+
+async function loadQueue(preferred = null) {
+  const body = await fetchQueue();
   let waiting = queue.filter((scan) => !skipped.has(scan.id));
   if (waiting.length === 0 && queue.length > 0) {
     skipped.clear(); // every waiting scan was skipped: start the round again
     waiting = queue;
   }
   const next = queue.find((scan) => scan.id === preferred) || waiting[0] || null;
-  show(next);
-  drawQueueList();
-  // The next scan's heatmap, asked for now, is ready by the time it is shown.
+  // The next scan's slice and evidence map, asked for now, are ready by the time it shows.
   const after = waiting.find((scan) => next && scan.id !== next.id);
-  if (after) fetch(heatmapUrl(after.id), background);
+  if (after) {
+    sliceImage(after.id, "soft_tissue");
+    fetch(heatmapUrl(after.id), background);
+  }
+  await show(next);
+  showProgress(body);
+  drawQueueList();
+}
+
+// The list and the counts again, the scan on screen kept (an upload joined the queue).
+async function refreshQueue() {
+  if (current === null) return loadQueue();
+  showProgress(await fetchQueue());
+  drawQueueList();
+}
+
+function showProgress(body) {
+  $("progress").textContent = `${body.reviewed_today} reviewed today, ${body.count} waiting`;
 }
 
 function drawQueueList() {
@@ -108,8 +127,8 @@ function drawQueueList() {
     text.textContent = `${scan.prediction.label} ${percent(scan.prediction.abnormal_score)}`;
     if (scan.positive) text.className = "positive";
     item.append(thumbnail, text);
-    item.addEventListener("click", () => {
-      show(scan);
+    item.addEventListener("click", async () => {
+      await show(scan);
       drawQueueList();
     });
     $("queue-list").appendChild(item);
@@ -128,18 +147,41 @@ async function loadVersions() {
 
 function skip() {
   if (current !== null) skipped.add(current.id);
+  $("review-status").textContent = "";
   loadQueue();
 }
 
-function show(scan) {
+// A scan goes on screen in one step: its slice is fetched and decoded first, then drawn with
+// its label and numbers, so a reader never sees one scan's slice under another's label. Keys
+// wait meanwhile (current is null): a confirm always names the slice on screen.
+let showing = 0;
+async function show(scan) {
+  const request = ++showing;
+  if (scan === null) {
+    current = null;
+    $("current").hidden = true;
+    $("details").hidden = true;
+    $("queue-empty").hidden = false;
+    return;
+  }
+  const shownBefore = current;
+  current = null;
+  let image;
+  try {
+    image = await sliceImage(scan.id, "soft_tissue");
+  } catch {
+    current = shownBefore;
+    $("review-status").textContent = `Scan ${scan.id}'s slice could not be loaded; n moves on.`;
+    return;
+  }
+  if (request !== showing) return; // another scan was asked for meanwhile
+  if (shownBefore === null || shownBefore.id !== scan.id) $("review-status").textContent = "";
+  drawNewSlice(scan, image, "soft_tissue");
   current = scan;
-  $("current").hidden = scan === null;
-  $("details").hidden = scan === null;
-  $("queue-empty").hidden = scan !== null;
-  if (scan === null) return;
+  $("current").hidden = false;
+  $("details").hidden = false;
+  $("queue-empty").hidden = true;
   const p = scan.prediction;
-  loadSlice(scan, "soft_tissue");
-  loadHeatmap(scan.id);
   $("model-label").textContent = `Model: ${p.label}`;
   $("flag").textContent = scan.positive ? "flagged abnormal" : "";
   $("flag").className = scan.positive ? "positive" : "";
@@ -153,8 +195,25 @@ function show(scan) {
     `Model v${p.model_version}, threshold ${p.threshold.toFixed(3)} on P(abnormal) ` +
     `${percent(p.abnormal_score)}`;
   $("note").value = "";
-  $("dicom-presets").hidden = scan.content_type !== "application/dicom";
+  $("dicom-presets").hidden = !isDicom(scan);
+  showSameImageReviews(scan);
+  loadHeatmap(scan.id);
   loadAudit(scan.id);
+}
+
+// Other scans of the same image (the same bytes, uploaded again) and how they were confirmed:
+// a contradiction is never trained on, and the reader should see it.
+function showSameImageReviews(scan) {
+  const others = scan.same_image_reviews || [];
+  $("same-image").hidden = others.length === 0;
+  $("same-image").textContent = others
+    .map((other) => `The same image is also scan ${other.scan}, confirmed ${other.label}` +
+      ` by ${other.reviewer || "someone"} on ${other.confirmed_at.slice(0, 10)}.`)
+    .join(" ");
+  const labels = new Set(others.map((other) => other.label));
+  if (labels.size > 1 || (scan.confirmed_label && others.some((o) => o.label !== scan.confirmed_label))) {
+    $("same-image").textContent += " These labels contradict each other: none of them is trained on until they agree.";
+  }
 }
 
 async function loadAudit(scanId) {
@@ -170,22 +229,51 @@ async function loadAudit(scanId) {
   }
 }
 
-// The slice: window/level on the displayed pixels, zoom, DICOM presets --------------------
+// The slice: window/level on the displayed pixels, zoom about the cursor, pan, DICOM presets.
+// A DICOM slice arrives through a CT window (soft tissue or bone); its display values map
+// back to Hounsfield units, so the reader's window and level are shown in HU.
 
-const view = { width: 256, level: 128, zoom: 1, pixels: null };
+const windows = JSON.parse($("ct-windows").textContent);
+const DISPLAY = { width: 255, level: 127.5 }; // the slice exactly as served
+const view = { ...DISPLAY, zoom: 1, x: 0, y: 0, pixels: null, preset: "soft_tissue", scan: null };
+const isDicom = (scan) => scan.content_type === "application/dicom";
+const sliceUrl = (scanId, preset) => `/api/scans/${scanId}/image/?window=${preset}`;
+const slices = new Map(); // url -> Promise of a decoded image: the next scan's is fetched early
 
-function loadSlice(scan, preset) {
-  const image = $("scan-image");
-  image.onload = () => {
-    const canvas = $("scan-canvas");
-    canvas.width = image.naturalWidth;
-    canvas.height = image.naturalHeight;
-    const context = canvas.getContext("2d");
-    context.drawImage(image, 0, 0);
-    view.pixels = context.getImageData(0, 0, canvas.width, canvas.height);
-    drawSlice();
-  };
-  image.src = `/api/scans/${scan.id}/image/?window=${preset}`;
+function sliceImage(scanId, preset) {
+  const url = sliceUrl(scanId, preset);
+  if (!slices.has(url)) {
+    const image = new Image();
+    image.src = url;
+    slices.set(url, image.decode().then(() => image));
+    slices.get(url).catch(() => slices.delete(url));
+    while (slices.size > 8) slices.delete(slices.keys().next().value);
+  }
+  return slices.get(url);
+}
+
+function drawNewSlice(scan, image, preset) {
+  const canvas = $("scan-canvas");
+  canvas.width = image.naturalWidth;
+  canvas.height = image.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(image, 0, 0);
+  view.pixels = context.getImageData(0, 0, canvas.width, canvas.height);
+  view.preset = preset;
+  view.scan = scan;
+  if (preset === "soft_tissue") Object.assign(view, DISPLAY, { zoom: 1, x: 0, y: 0 });
+  canvas.dataset.scan = scan.id;
+  drawSlice();
+}
+
+async function choosePreset(preset) {
+  if (current === null) return;
+  const scan = current;
+  const image = await sliceImage(scan.id, preset);
+  if (current !== null && current.id === scan.id) {
+    Object.assign(view, DISPLAY);
+    drawNewSlice(scan, image, preset);
+  }
 }
 
 function drawSlice() {
@@ -204,42 +292,88 @@ function drawSlice() {
     shown.data[index + 3] = 255;
   }
   $("scan-canvas").getContext("2d").putImageData(shown, 0, 0);
-  $("zoom").style.transform = `scale(${view.zoom})`;
-  $("window-level").textContent =
-    `Window ${Math.round(view.width)}, level ${Math.round(view.level)} (of 0–255 displayed), ` +
-    `zoom ${view.zoom.toFixed(1)}×`;
+  $("zoom").style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.zoom})`;
+  $("window-level").textContent = `${windowText()}, zoom ${view.zoom.toFixed(1)}×`;
+  for (const [preset, button] of [["soft_tissue", "preset-soft"], ["bone", "preset-bone"]]) {
+    $(button).setAttribute("aria-pressed", String(view.preset === preset));
+  }
+}
+
+function windowText() {
+  if (view.scan === null || !isDicom(view.scan)) {
+    return `Window ${Math.round(view.width)}, level ${Math.round(view.level)} (of 0–255 displayed)`;
+  }
+  const ct = windows[view.preset];
+  const perValue = ct.width / 255;
+  const width = view.width * perValue;
+  const level = ct.level - ct.width / 2 + view.level * perValue;
+  return `Window ${Math.round(width)} HU, level ${Math.round(level)} HU (${ct.name} preset)`;
 }
 
 function resetView() {
-  Object.assign(view, { width: 256, level: 128, zoom: 1 });
+  Object.assign(view, DISPLAY, { zoom: 1, x: 0, y: 0 });
   drawSlice();
 }
 
+// The image fills the viewer at zoom 1; panned, it never leaves a gap at an edge.
+function clampPan() {
+  const box = $("viewer").getBoundingClientRect();
+  const content = $("scan-canvas").offsetHeight;
+  view.x = Math.min(0, Math.max(box.width * (1 - view.zoom), view.x));
+  view.y = Math.min(0, Math.max(Math.min(box.height, content) - content * view.zoom, view.y));
+}
+
+// Dragging sets window (sideways) and level (up and down); with Shift or the middle button it
+// pans. The drag ends on release wherever the pointer is, and on anything that cancels it.
 let drag = null;
 $("viewer").addEventListener("pointerdown", (event) => {
-  drag = { x: event.clientX, y: event.clientY, width: view.width, level: view.level };
+  if (event.button !== 0 && event.button !== 1) return;
+  event.preventDefault(); // no text selection, no native image drag
+  const pan = event.shiftKey || event.button === 1;
+  drag = { pan, fromX: event.clientX, fromY: event.clientY, x0: view.x, y0: view.y,
+           width: view.width, level: view.level };
   $("viewer").setPointerCapture(event.pointerId);
 });
 $("viewer").addEventListener("pointermove", (event) => {
   if (drag === null) return;
-  view.width = Math.max(1, drag.width + (event.clientX - drag.x));
-  view.level = drag.level - (event.clientY - drag.y);
+  if (event.buttons === 0) return endDrag(); // the release happened where we could not see it
+  const dx = event.clientX - drag.fromX;
+  const dy = event.clientY - drag.fromY;
+  if (drag.pan) {
+    view.x = drag.x0 + dx;
+    view.y = drag.y0 + dy;
+    clampPan();
+  } else {
+    view.width = Math.max(1, drag.width + dx);
+    view.level = drag.level - dy;
+  }
   drawSlice();
 });
-$("viewer").addEventListener("pointerup", () => {
+function endDrag() {
   drag = null;
-});
+}
+for (const ending of ["pointerup", "pointercancel", "lostpointercapture"]) {
+  $("viewer").addEventListener(ending, endDrag);
+}
+$("viewer").addEventListener("dragstart", (event) => event.preventDefault());
 $("viewer").addEventListener(
   "wheel",
   (event) => {
     event.preventDefault();
-    view.zoom = Math.min(8, Math.max(1, view.zoom * (event.deltaY < 0 ? 1.25 : 0.8)));
+    const box = $("viewer").getBoundingClientRect();
+    const pointer = { x: event.clientX - box.left, y: event.clientY - box.top };
+    const zoom = Math.min(8, Math.max(1, view.zoom * (event.deltaY < 0 ? 1.25 : 0.8)));
+    // The point under the cursor stays under it.
+    view.x = pointer.x - ((pointer.x - view.x) * zoom) / view.zoom;
+    view.y = pointer.y - ((pointer.y - view.y) * zoom) / view.zoom;
+    view.zoom = zoom;
+    clampPan();
     drawSlice();
   },
   { passive: false },
 );
-$("preset-soft").addEventListener("click", () => current && loadSlice(current, "soft_tissue"));
-$("preset-bone").addEventListener("click", () => current && loadSlice(current, "bone"));
+$("preset-soft").addEventListener("click", () => choosePreset("soft_tissue"));
+$("preset-bone").addEventListener("click", () => choosePreset("bone"));
 $("heatmap-opacity").addEventListener("input", () => {
   $("scan-heatmap").style.opacity = $("heatmap-opacity").value / 100;
 });
@@ -262,7 +396,7 @@ async function loadHeatmap(scanId) {
       const method = response.headers.get("X-Heatmap-Method");
       $("heatmap-note").textContent =
         response.headers.get("X-Heatmap-Signal") === "none"
-          ? `Evidence map (${method}) has no signal: no region of this slice carries its P(abnormal), so the overlay is empty.`
+          ? `Evidence map (${method}): the method found no localised evidence in this slice, so the overlay is empty. This says nothing about the score, only that no one region carries it.`
           : `Evidence map (${method}): where the model's evidence lies, not an outline of a finding.`;
       return;
     }
@@ -287,6 +421,15 @@ async function review(label) {
       `Not saved: your session has ended. Log in again and review this scan again (${label}).`;
     return;
   }
+  if (status === 409 && body.review_version !== undefined) {
+    // Reviewed meanwhile (another tab, another reader): show the scan as it is now.
+    await loadQueue(scan.id);
+    const again = current !== null && current.id === scan.id;
+    $("review-status").textContent =
+      `Not saved: this scan was reviewed meanwhile, in another tab or by another reader. ` +
+      (again ? "It is shown again as it is now: review it again." : "It has left the queue; this is the next scan.");
+    return;
+  }
   if (status !== 200) {
     $("review-status").textContent = `Not saved: ${errorText(body)}`;
     return;
@@ -294,7 +437,13 @@ async function review(label) {
   lastReview = { scan, version: scan.review_version + 1 };
   $("undo").disabled = false;
   await loadQueue();
-  $("review-status").textContent = `Saved: ${label} for the previous scan (u undoes it).`;
+  let saved = `Saved: ${label} for the previous scan (u undoes it).`;
+  const contradicted = (body.same_image_reviews || []).filter((other) => other.label !== label);
+  if (contradicted.length > 0) {
+    saved += ` It contradicts ${contradicted.map((o) => `scan ${o.scan} (${o.label})`).join(", ")}, ` +
+      "the same image: neither is trained on until they agree.";
+  }
+  $("review-status").textContent = saved;
 }
 
 async function undo() {
@@ -326,6 +475,9 @@ if (canReview) {
   for (const filter of ["filter-flagged", "filter-version", "filter-since"]) {
     $(filter).addEventListener("change", () => loadQueue());
   }
+  $("note").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") $("note").blur(); // back to the keys
+  });
   document.addEventListener("keydown", (event) => {
     // Keys are commands unless the reader is typing (a note, a date, a choice).
     if (event.target.matches("input[type=text], input[type=date], select, textarea")) return;
