@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from ml_core.datasets import LabelledImage
 from ml_core.decision import NEGATIVE_CLASS, label_agreement, roc_auc
@@ -21,10 +21,21 @@ def confirmed_scans(classes: list[str] | None = None) -> QuerySet[Scan]:
     return scans.filter(confirmed_label__in=classes) if classes else scans
 
 
+def contradicted_images() -> set[str]:
+    """The sha256 of images confirmed with different labels on different scans (the same
+    bytes uploaded twice): until the labels agree, neither is trained or judged on."""
+    labels = (
+        confirmed_scans().values("sha256").annotate(labels=Count("confirmed_label", distinct=True))
+    )
+    return set(labels.filter(labels__gt=1).values_list("sha256", flat=True))
+
+
 def confirmed_label_entries(classes: list[str]) -> list[LabelledImage]:
     """Confirmed scans as a manifest of files in storage; upload order stands for acquisition
-    order, and a DICOM study reference keeps the slices of one study on one side of a split."""
-    scans = confirmed_scans(classes).order_by("created", "id")
+    order, and a DICOM study reference keeps the slices of one study on one side of a split.
+    Contradicted images are left out."""
+    scans = confirmed_scans(classes).exclude(sha256__in=contradicted_images())
+    scans = scans.order_by("created", "id")
     return [
         LabelledImage(
             path=storage_reference(scan.file.name),

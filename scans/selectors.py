@@ -52,9 +52,21 @@ def review_queue(
 
 
 def reviews_today(user) -> int:
-    """Review events this user wrote since midnight (the server's time zone)."""
+    """Scans this user reviewed since midnight (the server's time zone) whose review stands:
+    each scan once, however often relabelled, and not one whose review was undone."""
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    return ReviewEvent.objects.filter(reviewer=user, created__gte=midnight).count()
+    events = ReviewEvent.objects.filter(reviewer=user, created__gte=midnight)
+    latest: dict = {}
+    for scan_id, new_label in events.order_by("created", "pk").values_list("scan_id", "new_label"):
+        latest[scan_id] = new_label
+    return sum(1 for new_label in latest.values() if new_label)
+
+
+def same_image_reviews(scan: Scan, visible: QuerySet[Scan]) -> list[Scan]:
+    """The other confirmed scans of the same bytes (uploaded again, by someone else) among
+    those the reader may see."""
+    others = visible.filter(sha256=scan.sha256).exclude(pk=scan.pk).exclude(confirmed_label="")
+    return list(others.select_related("confirmed_by").order_by("confirmed_at"))
 
 
 def study_series(study: Study) -> list[list[Scan]]:

@@ -3,8 +3,8 @@ from rest_framework import serializers
 
 from kidneyproject.api_requests import QueryParametersSerializer, RequestBodySerializer
 from kidneyproject.rounding import RoundedFloatField, RoundedJSONField
+from scans import selectors
 from scans.models import DECISION_SUPPORT_NOTICE, Prediction, ReviewEvent, Scan, Study
-from scans.selectors import study_series
 
 
 class ScanUploadSerializer(serializers.Serializer):
@@ -49,7 +49,32 @@ class PredictionSerializer(serializers.ModelSerializer):
         ]
 
 
-class ScanSerializer(serializers.ModelSerializer):
+class SameImageReviewSerializer(serializers.Serializer):
+    scan = serializers.UUIDField(source="pk")
+    label = serializers.CharField(source="confirmed_label")
+    reviewer = serializers.CharField(source="confirmed_by.username", default="")
+    confirmed_at = serializers.DateTimeField()
+
+
+class SameImageReviewsMixin(serializers.Serializer):
+    same_image_reviews = serializers.SerializerMethodField(
+        help_text="Other scans of the same image (the same bytes) with a confirmed label, "
+        "among those the caller sees. Where their labels differ, none of them is trained on."
+    )
+
+    def _scan(self, instance) -> Scan:
+        return instance
+
+    def get_same_image_reviews(self, instance) -> SameImageReviewSerializer(many=True):
+        request = self.context.get("request")
+        if request is None:
+            return []
+        visible = selectors.scans_visible_to(request.user)
+        others = selectors.same_image_reviews(self._scan(instance), visible)
+        return SameImageReviewSerializer(others, many=True).data
+
+
+class ScanSerializer(SameImageReviewsMixin, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="scan-detail")
     prediction = serializers.SerializerMethodField()
 
@@ -70,6 +95,7 @@ class ScanSerializer(serializers.ModelSerializer):
             "study_reference",
             "sha256",
             "created",
+            "same_image_reviews",
         ]
 
     def get_prediction(self, scan: Scan) -> PredictionSerializer(allow_null=True):
@@ -95,9 +121,12 @@ class ReviewUndoSerializer(RequestBodySerializer):
     )
 
 
-class ReviewEventSerializer(serializers.ModelSerializer):
+class ReviewEventSerializer(SameImageReviewsMixin, serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.username")
     model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+
+    def _scan(self, event) -> Scan:
+        return event.scan
 
     class Meta:
         model = ReviewEvent
@@ -112,6 +141,7 @@ class ReviewEventSerializer(serializers.ModelSerializer):
             "model_version",
             "model_label",
             "model_probabilities",
+            "same_image_reviews",
         ]
 
 
@@ -210,7 +240,7 @@ class StudyDetailSerializer(StudySerializer):
 
     def get_slice_list(self, study: Study) -> StudySliceSerializer(many=True):
         key = set(study.key_slices)
-        slices = [scan for members in study_series(study) for scan in members]
+        slices = [scan for members in selectors.study_series(study) for scan in members]
         for scan in slices:
             scan.key = str(scan.pk) in key
         return StudySliceSerializer(slices, many=True).data

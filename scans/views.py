@@ -205,7 +205,7 @@ class ScanViewSet(
             return stale_review_response(stale)
         except services.UnknownLabel as unknown:
             raise ValidationError({"label": [str(unknown)]}) from None
-        return Response(ReviewEventSerializer(event).data)
+        return Response(ReviewEventSerializer(event, context={"request": request}).data)
 
     @extend_schema(request=ReviewUndoSerializer, responses={200: ReviewEventSerializer})
     @action(
@@ -229,7 +229,7 @@ class ScanViewSet(
             return stale_review_response(stale)
         except services.NothingToUndo as nothing:
             return Response({"detail": str(nothing)}, status=status.HTTP_409_CONFLICT)
-        return Response(ReviewEventSerializer(event).data)
+        return Response(ReviewEventSerializer(event, context={"request": request}).data)
 
     @extend_schema(
         parameters=[
@@ -284,7 +284,7 @@ class ScanViewSet(
     def reviews(self, request, pk=None):
         """Every review of this scan, newest first: the audit trail."""
         events = self.get_object().review_events.select_related("reviewer", "model_version")
-        return Response(ReviewEventSerializer(events, many=True).data)
+        return Response(ReviewEventSerializer(events, many=True, context={"request": request}).data)
 
 
 class ReviewQueueView(generics.ListAPIView):

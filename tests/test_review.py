@@ -1,11 +1,14 @@
 """Radiologist feedback through the API: roles, review with audit trail, stale writes,
 the review queue and agreement per model version."""
 
+import io
+
 import pytest
 from rest_framework.test import APIClient
 
 from scans.models import ReviewEvent, Scan
 from tests.factories import make_prediction, make_scan
+from tests.images import phantom_png
 
 
 @pytest.fixture
@@ -282,3 +285,47 @@ def test_the_review_page_says_when_the_serving_model_is_the_placeholder(client, 
     assert f"Serving model {serving_model.label}" in trained
     assert "placeholder" not in trained
     assert "is a placeholder trained on synthetic phantoms" in placeholder
+
+
+def test_reviewed_today_counts_scans_whose_review_stands_not_review_events(client_for, predicted):
+    radiologist = client_for("radiologist", "dr-count")
+    review(radiologist, predicted["nearest"], "stone")
+    review(radiologist, predicted["nearest"], "normal")  # a second thought on the same scan
+    review(radiologist, predicted["near_no"], "normal")
+    version = radiologist.get(f"/api/scans/{predicted['near_no'].pk}/").json()["review_version"]
+    radiologist.post(f"/api/scans/{predicted['near_no'].pk}/undo-review/", {"version": version},
+                     format="json")  # fmt: skip
+
+    body = radiologist.get("/api/review-queue/").json()
+
+    assert body["reviewed_today"] == 1
+
+
+def test_the_same_image_confirmed_two_ways_is_said_and_never_trained_on(client_for, serving_model):
+    image = phantom_png(size=64, seed=3)
+    uploads = []
+    for name in ("dr-a-clinician", "dr-b-clinician"):
+        clinician = client_for("clinician", name)
+        response = clinician.post("/api/scans/", {"file": io.BytesIO(image)}, format="multipart")
+        assert response.status_code == 202, response.json()
+        uploads.append(Scan.objects.get(pk=response.json()["id"]))
+    first, second = uploads
+    radiologist = client_for("radiologist", "dr-one")
+    colleague = client_for("radiologist", "dr-two")
+    ml_engineer = client_for("ml_engineer")
+
+    review(radiologist, first, "normal")
+    agreeing = colleague.get(f"/api/scans/{second.pk}/").json()
+    contradicting = review(colleague, second, "stone").json()
+    waiting_for = ml_engineer.get("/api/training-runs/trigger/").json()["waiting_for"]
+    started = ml_engineer.post("/api/training-runs/", {}, format="json")
+
+    others = [(other["scan"], other["label"], other["reviewer"])
+              for other in agreeing["same_image_reviews"]]  # fmt: skip
+    assert others == [(str(first.pk), "normal", "dr-one")]
+    assert [other["label"] for other in contradicting["same_image_reviews"]] == ["normal"]
+    # Both scans are confirmed, and neither is a label to train on.
+    assert Scan.objects.exclude(confirmed_label="").count() == 2
+    assert any("no confirmed labels yet" in reason for reason in waiting_for)
+    assert started.status_code == 409
+    assert "no confirmed labels yet" in started.json()["detail"]
