@@ -1,5 +1,6 @@
 """The ML engineers' page: model versions and training runs, over the REST API."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
@@ -14,4 +15,8 @@ def models_page(request):
     live progress, and a button that starts one."""
     if not user_has_role(request.user, Role.ML_ENGINEER):
         raise PermissionDenied("The models page is for ML engineers.")
-    return render(request, "retraining/models.html", {"serving": serving_model_version()})
+    context = {
+        "serving": serving_model_version(),
+        "minimum_per_class": settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS,
+    }
+    return render(request, "retraining/models.html", context)

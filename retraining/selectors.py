@@ -65,10 +65,10 @@ def refused_candidates_in_a_row(limit: int = 50) -> list[dict]:
     for run in runs[:limit]:
         candidate = run.model_version
         decisions = PromotionLog.objects.filter(to_version=candidate)
-        if decisions.exclude(decision=PromotionLog.Decision.REJECTED).exists():
+        if decisions.filter(decision__in=PromotionLog.SERVING_DECISIONS).exists():
             break
         rejection = decisions.first()
-        if rejection is not None:
+        if rejection is not None and rejection.decision == PromotionLog.Decision.REJECTED:
             checks = rejection.gate.get("checks", {})
             reasons = [name for name, check in checks.items() if not check["passed"]]
         else:

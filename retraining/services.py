@@ -2,7 +2,7 @@
 its every block can be filled; the evaluation set it plans is frozen once the run has a
 candidate to judge, and never trained on."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -29,8 +29,15 @@ from training.selectors import (
 class NotReadyToTrain(ValueError):
     """The labels cannot fill every block of a run yet; nothing was stored."""
 
-    def __init__(self, waiting_for: list[str]):
-        super().__init__("Not started: waiting for " + "; ".join(waiting_for))
+    def __init__(self, waiting_for: list[str], labelled: dict[str, int] | None = None):
+        held = ""
+        if labelled:
+            counts = ", ".join(f"{n} {label}" for label, n in sorted(labelled.items()))
+            held = (
+                f"the {sum(labelled.values())} labelled images ({counts}) cannot fill every "
+                "block of a run yet (evaluation, recent, training and validation, each apart); "
+            )
+        super().__init__(f"Not started: {held}waiting for " + "; ".join(waiting_for))
         self.waiting_for = waiting_for
 
 
@@ -43,6 +50,7 @@ class TrainingPlan:
     evaluation: list[LabelledImage]  # the block to freeze as the evaluation set; [] if frozen
     recent: list[LabelledImage]  # the newest labels, held out to judge the candidate; [] if none
     waiting_for: list[str]
+    labelled: dict[str, int] = field(default_factory=dict)  # every image planned from, per class
 
 
 def training_run_request(
@@ -108,7 +116,7 @@ def training_run_from_plan(
     plan: TrainingPlan, *, parameters, source, trigger, requested_by, enqueue
 ) -> TrainingRun:
     if plan.waiting_for:
-        raise NotReadyToTrain(plan.waiting_for)
+        raise NotReadyToTrain(plan.waiting_for, plan.labelled)
     recent_set = None
     if plan.recent:
         recent_set = recent_evaluation_set_freeze(
@@ -145,6 +153,7 @@ def training_plan(
     the block that judged the run before it. The rest is the run's training and validation
     blocks, and each must hold every class."""
     waiting_for = []
+    labelled = entries
     kept, held_out = block_split(
         entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
@@ -207,8 +216,9 @@ def training_plan(
         if short:
             waiting_for.append(f"the {name} block to hold every class; it would hold {short}")
     return TrainingPlan(
-        training=training, evaluation=evaluation, recent=newest, waiting_for=waiting_for
-    )
+        training=training, evaluation=evaluation, recent=newest, waiting_for=waiting_for,
+        labelled=class_counts(labelled),
+    )  # fmt: skip
 
 
 def retrain_if_enough_new_labels() -> TrainingRun | None:

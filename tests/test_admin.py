@@ -127,7 +127,7 @@ def test_staff_ml_engineers_promote_through_the_gate_from_the_admin(
     assert response.status_code == 200
     # Not enough to judge: the gate refuses, and says why.
     assert "Not enough to judge" in response.content.decode()
-    assert not PromotionLog.objects.exists()
+    assert PromotionLog.objects.get().decision == PromotionLog.Decision.NOT_JUDGED
 
 
 @pytest.mark.django_db

@@ -179,3 +179,17 @@ def test_a_streak_of_refused_candidates_says_what_keeps_them_out(
     page = browser.get("/admin/training/trainingrun/")
     assert page.status_code == 200
     assert "recent_auc_margin (3 of 3)" in page.content.decode()
+
+
+def test_a_run_refused_for_too_few_labels_says_how_many_there_are_and_what_each_block_needs(
+    client_for, serving_model, loop_settings
+):
+    confirm(client_for("radiologist").user, ["normal", "stone", "normal", "stone"])
+
+    refused = client_for("ml_engineer").post("/api/training-runs/", {}, format="json")
+
+    assert refused.status_code == 409
+    detail = refused.json()["detail"]
+    assert detail.startswith("Not started: the 4 labelled images (2 normal, 2 stone)")
+    assert "the evaluation set" in detail
+    assert "no labelled images" not in detail

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from PIL import Image
 
 from accounts.roles import Role
@@ -19,6 +20,7 @@ from tests.conftest import REPO_ROOT
 from tests.dicom_files import ct_slice
 from tests.factories import make_prediction, make_scan
 from tests.images import encode, phantom_png
+from training.models import ModelVersion
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -146,6 +148,51 @@ def test_an_ml_engineer_lands_on_the_models_page_and_can_start_a_run(
     assert "The next run waits for" in page.inner_text("#trigger-status")
     assert page.is_hidden("#refusal-alert")
     page.screenshot(path=str(SCREENSHOT.with_name("models-page.png")), full_page=True)
+
+
+def test_the_models_page_counts_what_judged_a_version_logs_not_judged_and_follows_its_run(
+    browser, live_server, phantom_model, tiny_model_artifact, client_for, settings
+):
+    settings.KIDNEY_SPLIT_GAP = 1
+    settings.KIDNEY_EVALUATION_MIN_PER_CLASS = 3
+    settings.KIDNEY_RECENT_EVALUATION_MIN_PER_CLASS = 3
+    flattering = {"n": {"normal": 1, "stone": 1}, "sensitivity": 1.0, "specificity": 1.0,
+                  "auc": 1.0}  # fmt: skip
+    candidate = ModelVersion.objects.create(
+        version=2, **{**tiny_model_artifact, "metrics": {"validation": flattering}}
+    )
+    engineer = client_for("ml_engineer", "ml-gate")
+    not_judged = engineer.post(f"/api/models/{candidate.pk}/promote/")
+    decisions = engineer.get(f"/api/models/{candidate.pk}/").json()["decisions"]
+    radiologist = client_for("radiologist", "dr-labels").user
+    labelled = []
+    for index, label in enumerate(["normal", "stone"] * 20):
+        labelled.append(make_scan(radiologist, status=Scan.Status.IMPORTED, confirmed_label=label,
+                                  confirmed_at=timezone.now(),
+                                  image=phantom_png(size=32, with_stone=label == "stone",
+                                                    seed=300 + index)))  # fmt: skip
+    # An image the run trains on is gone from storage: the worker's run fails reading it.
+    labelled[0].file.storage.delete(labelled[0].file.name)
+
+    _, page = log_in(browser, live_server, "ml-page", Role.ML_ENGINEER, width=1400, start="/")
+    page.wait_for_selector("#version-2")
+    row = page.inner_text("#version-2")
+    page.click("#start-run")
+    page.wait_for_function("document.getElementById('start-status').textContent !== ''")
+    queued = page.inner_text("#start-status")
+    page.wait_for_function(
+        "/Run \\d+ failed/.test(document.getElementById('start-status').textContent)",
+        timeout=120_000,
+    )
+
+    assert not_judged.status_code == 409
+    assert decisions[0]["decision"] == "not_judged"
+    assert decisions[0]["gate"]["detail"].startswith("Not enough to judge")
+    assert "1 normal, 1 stone" in row
+    assert "too few to judge" in row
+    assert "1.000" not in row
+    assert "Not enough to judge" in row  # the last decision, not a dash
+    assert queued.endswith("queued.")
 
 
 def queued_scans(model, count: int) -> list[Scan]:

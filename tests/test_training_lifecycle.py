@@ -115,7 +115,7 @@ def test_too_few_held_out_images_freeze_no_evaluation_set_and_the_gate_does_not_
     assert set(candidate.metrics["validation"]) >= {"sensitivity", "specificity", "auc"}
     assert training_run.metrics["gate"]["passed"] is None
     assert training_run.metrics["gate"]["detail"].startswith("Not enough to judge")
-    assert not PromotionLog.objects.exists()
+    assert PromotionLog.objects.get().decision == PromotionLog.Decision.NOT_JUDGED
 
 
 @pytest.mark.django_db

@@ -31,8 +31,9 @@ class ModelVersionAdmin(RoundedPredictionNumbers, ReadOnlyAdmin):
         except PromotionRefused as refusal:
             self.message_user(request, str(refusal), messages.ERROR)
             return
-        level = messages.ERROR if log.decision == "rejected" else messages.SUCCESS
-        self.message_user(request, f"Gate: {log.decision}. {log.gate['checks']}", level)
+        serves = log.decision in PromotionLog.SERVING_DECISIONS
+        level = messages.SUCCESS if serves else messages.ERROR
+        self.message_user(request, f"Gate: {log.decision}. {log.gate_summary()}", level)
         if log.registry_warning:
             self.message_user(request, log.registry_warning, messages.WARNING)
 

@@ -19,6 +19,10 @@ class PromotionRefused(Exception):
         self.log = log
 
 
+class GateCannotJudge(PromotionRefused):
+    """The evaluation set is too small to judge; the decision log keeps it as not judged."""
+
+
 # The frozen evaluation set -----------------------------------------------------------------
 
 
@@ -140,7 +144,7 @@ def promotion_gate(
     too small to judge says so instead of refusing."""
     evaluation_set = current_evaluation_set()
     if evaluation_set is None:
-        raise PromotionRefused(
+        raise GateCannotJudge(
             "Not enough to judge: no evaluation set is frozen yet. One is frozen once the last "
             f"block of the labelled images holds {settings.KIDNEY_EVALUATION_MIN_PER_CLASS} "
             "images of each class (KIDNEY_EVALUATION_MIN_PER_CLASS)."
@@ -150,7 +154,7 @@ def promotion_gate(
     )
     if short:
         # An AUC of 0 on a set without stones would read as a bad candidate; it is no judge.
-        raise PromotionRefused(
+        raise GateCannotJudge(
             f"Not enough to judge: the evaluation set v{evaluation_set.version} holds {short}; "
             f"it judges with {settings.KIDNEY_EVALUATION_MIN_PER_CLASS} images of each class "
             "(KIDNEY_EVALUATION_MIN_PER_CLASS). The next training run on the confirmed labels "

@@ -1,3 +1,5 @@
+import json
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -239,6 +241,11 @@ class PromotionLog(models.Model):
         PROMOTED = "promoted"
         REJECTED = "rejected"
         OVERRIDDEN = "overridden"
+        # The gate could not judge (its evaluation set too small); nothing changed.
+        NOT_JUDGED = "not_judged"
+
+    # The decisions that put their target version into service.
+    SERVING_DECISIONS = (Decision.PROMOTED, Decision.OVERRIDDEN)
 
     action = models.CharField(max_length=16, choices=Action.choices)
     decision = models.CharField(max_length=16, choices=Decision.choices)
@@ -265,3 +272,7 @@ class PromotionLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} to {self.to_version.label}: {self.decision}"
+
+    def gate_summary(self) -> str:
+        """The gate's checks, or why there were none (not judged, not gated)."""
+        return self.gate.get("detail") or json.dumps(self.gate.get("checks", {}))

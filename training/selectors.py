@@ -13,11 +13,9 @@ def serving_model_version() -> ModelVersion | None:
 
 def previous_serving_version(model_version: ModelVersion) -> ModelVersion | None:
     """The version this one replaced when it last started serving."""
-    log = (
-        PromotionLog.objects.filter(to_version=model_version)
-        .exclude(decision=PromotionLog.Decision.REJECTED)
-        .first()
-    )
+    log = PromotionLog.objects.filter(
+        to_version=model_version, decision__in=PromotionLog.SERVING_DECISIONS
+    ).first()
     return log.from_version if log else None
 
 

@@ -14,7 +14,7 @@ from django.db.models import Max
 
 from ml_core.training import TrainedClassifier
 from training import files, tracking
-from training.evaluation import PromotionRefused, promotion_gate
+from training.evaluation import GateCannotJudge, PromotionRefused, promotion_gate
 from training.models import (
     SHIPPED_MODEL_CARD,
     SHIPPED_NOTE,
@@ -165,7 +165,7 @@ def serving_change(
         )
         from_status = serving.status if serving is not None else ""
         to_status = target.status
-        if decision != PromotionLog.Decision.REJECTED:
+        if decision in PromotionLog.SERVING_DECISIONS:
             if serving is not None and serving.pk != target.pk:
                 serving.status = ModelVersion.Status.RETIRED
                 serving.save(update_fields=["status"])
@@ -183,7 +183,7 @@ def serving_change(
             gate=gate,
         )
     log.registry_warning = ""
-    if decision != PromotionLog.Decision.REJECTED:
+    if decision in PromotionLog.SERVING_DECISIONS:
         log.registry_warning = _champion_follow(target)
     return log
 
@@ -256,11 +256,20 @@ def _gated_change(*, target, action, actor, override_reason, recent_set) -> Prom
     serving = serving_model_version()
     if serving is not None and serving.pk == target.pk:
         raise PromotionRefused(f"v{target.version} already serves.")
-    gate = promotion_gate(
-        candidate=target,
-        serving=serving,
-        recent_set=recent_set or latest_recent_evaluation_set(),
-    )
+    try:
+        gate = promotion_gate(
+            candidate=target,
+            serving=serving,
+            recent_set=recent_set or latest_recent_evaluation_set(),
+        )
+    except GateCannotJudge as cannot:
+        # Logged like every decision, so the log says why nothing changed.
+        serving_change(
+            target=target, action=action, decision=PromotionLog.Decision.NOT_JUDGED,
+            gate={"passed": None, "detail": str(cannot)}, actor=actor,
+            reason=override_reason.strip(),
+        )  # fmt: skip
+        raise
     if gate["passed"]:
         decision = PromotionLog.Decision.PROMOTED
     elif override_reason.strip():

@@ -60,7 +60,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
             )
         except PromotionRefused as refusal:
             return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
-        refused = log.decision == PromotionLog.Decision.REJECTED
+        refused = log.decision not in PromotionLog.SERVING_DECISIONS
         return Response(
             PromotionLogSerializer(log).data,
             status=status.HTTP_409_CONFLICT if refused else status.HTTP_200_OK,

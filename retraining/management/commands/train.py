@@ -1,5 +1,3 @@
-import json
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -206,7 +204,7 @@ class Command(BaseCommand):
             )
         log = PromotionLog.objects.filter(to_version=candidate).first()
         if log is not None:
-            self.stdout.write(f"Promotion gate: {log.decision}. {json.dumps(log.gate['checks'])}")
+            self.stdout.write(f"Promotion gate: {log.decision}. {log.gate_summary()}")
         serving = serving_model_version()
         if serving is not None:
             self.stdout.write(f"Serving: {serving.label}.")

@@ -4,6 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 const fixed = (value) => (value === null || value === undefined ? "–" : value.toFixed(3));
+// Fewer images of a class than this and a set's numbers say nothing (the gate's own rule).
+const minimumPerClass = Number($("versions").dataset.minimumPerClass);
+let startedRun = null; // the run this page started: its status follows it
 
 async function api(path, options = {}) {
   const headers = { "X-CSRFToken": window.CSRF_TOKEN, Accept: "application/json" };
@@ -17,13 +20,27 @@ function cells(row, values) {
 }
 
 // The set a version was judged on: the original evaluation set, else the held-out block it
-// shipped with, else its validation block.
+// shipped with, else its validation block; with its counts, and no numbers where they are
+// too few to judge.
 function judged(metrics) {
   for (const [key, name] of [["evaluation", "evaluation set"], ["held_out", "held-out studies"],
                              ["validation", "validation block"]]) {
-    if (metrics[key]) return [name, metrics[key]];
+    const report = metrics[key];
+    if (!report) continue;
+    const counts = typeof report.n === "object" && report.n !== null ? report.n : {};
+    const described = Object.entries(counts).sort().map(([label, n]) => `${n} ${label}`).join(", ");
+    const few = Object.values(counts).some((n) => n < minimumPerClass);
+    if (few) {
+      return [`${name} (${described}): too few to judge, ${minimumPerClass} of each class needed`, {}];
+    }
+    return [described ? `${name} (${described})` : name, report];
   }
   return ["–", {}];
+}
+
+function decisionText(decision) {
+  if (decision.decision === "not_judged") return `${decision.action}: ${decision.gate.detail}`;
+  return `${decision.action}: ${decision.decision}${decision.reason ? ` (${decision.reason})` : ""}`;
 }
 
 async function loadVersions() {
@@ -40,8 +57,7 @@ async function loadVersions() {
       `v${version.version}`, version.status, fixed(version.threshold), setName,
       fixed(report.sensitivity), fixed(report.specificity), fixed(report.auc),
       agreement.n ? `${agreement.n} labels: sens. ${fixed(agreement.sensitivity)}, spec. ${fixed(agreement.specificity)}` : "no confirmed labels yet",
-      decision ? `${decision.action}: ${decision.decision}${decision.reason ? ` (${decision.reason})` : ""}`
-        : (version.metrics.gate ? version.metrics.gate.detail : "–"),
+      decision ? decisionText(decision) : (version.metrics.gate ? version.metrics.gate.detail : "–"),
     ]);
   }
 }
@@ -55,6 +71,10 @@ async function loadRuns() {
     const last = run.history[run.history.length - 1];
     const row = $("run-rows").insertRow();
     row.id = `run-${run.id}`;
+    if (run.id === startedRun) {
+      const outcome = run.model_version ? `: candidate v${run.model_version}` : "";
+      $("start-status").textContent = `Run ${run.id} ${run.status}${run.error ? `: ${run.error}` : outcome}.`;
+    }
     cells(row, [
       run.id, run.status + (run.error ? `: ${run.error}` : ""), run.trigger,
       `${Math.round(100 * run.progress)} %`, run.epoch, last ? fixed(last.val_auc) : "–",
@@ -80,8 +100,12 @@ async function refresh() {
 
 $("start-run").addEventListener("click", async () => {
   const { status, body } = await api("/api/training-runs/", { method: "POST", body: "{}" });
-  $("start-status").textContent =
-    status === 202 ? `Run ${body.id} queued.` : `Not started: ${body.detail || JSON.stringify(body)}`;
+  if (status === 202) {
+    startedRun = body.id;
+    $("start-status").textContent = `Run ${body.id} queued.`;
+  } else {
+    $("start-status").textContent = body.detail || JSON.stringify(body);
+  }
   refresh();
 });
 
