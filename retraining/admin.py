@@ -70,8 +70,7 @@ class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
     @admin.display(description="On the newest confirmed scans it predicted (drift)")
     def recent_agreement(self, model_version) -> str:
         figures = model_version_recent_agreement(model_version)
-        auc = "-" if figures["auc"] is None else f"{figures['auc']:.3f}"
-        return f"ROC AUC {auc}; " + _describe(figures)
+        return f"ROC AUC {_figure(figures['auc'])}; " + _describe(figures)
 
     @admin.display(description="Evaluation sets")
     def evaluations(self, model_version) -> str:
@@ -79,10 +78,14 @@ class ModelVersionWithAgreementAdmin(ModelVersionAdmin):
         for evaluation in model_version.evaluations.select_related("evaluation_set"):
             report = evaluation.report
             lines.append(
-                f"{evaluation.evaluation_set}: sensitivity {report['sensitivity']}, "
-                f"specificity {report['specificity']}, ROC AUC {report['auc']}"
+                f"{evaluation.evaluation_set}: sensitivity {_figure(report['sensitivity'])}, "
+                f"specificity {_figure(report['specificity'])}, ROC AUC {_figure(report['auc'])}"
             )
         return "; ".join(lines) or "-"
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _describe(figures: dict) -> str:
@@ -93,6 +96,6 @@ def _describe(figures: dict) -> str:
         for name, row in zip(classes, rows, strict=True)
     )
     return (
-        f"{figures['n']} confirmed; sensitivity {figures['sensitivity']}, "
-        f"specificity {figures['specificity']}; decided as: {matrix}"
+        f"{figures['n']} confirmed; sensitivity {_figure(figures['sensitivity'])}, "
+        f"specificity {_figure(figures['specificity'])}; decided as: {matrix}"
     )

@@ -231,7 +231,8 @@ def _review_all(modeladmin, request, queryset, label_of) -> None:
             reviewed += 1
         except (services.StaleReview, services.UnknownLabel) as error:
             modeladmin.message_user(request, f"{scan.pk}: {error}", messages.WARNING)
-    modeladmin.message_user(request, f"Reviewed {reviewed} scans.", messages.SUCCESS)
+    scans = "scan" if reviewed == 1 else "scans"
+    modeladmin.message_user(request, f"Reviewed {reviewed} {scans}.", messages.SUCCESS)
 
 
 @admin.register(ScanAwaitingReview)

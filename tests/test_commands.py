@@ -133,6 +133,11 @@ def test_bootstrap_serves_the_shipped_model_with_its_held_out_report_and_card(
     card = client_for("clinician").get("/model-card/")
     assert card["Content-Type"].startswith("text/markdown")
     assert b"Intended use" in b"".join(card.streaming_content)
+    page = client_for("clinician").get("/model-card/", HTTP_ACCEPT="text/html,*/*;q=0.8")
+    assert page["Content-Type"].startswith("text/html")
+    assert "<h2>Intended use</h2>" in page.content.decode()  # rendered, not raw Markdown
+    assert "<table>" in page.content.decode()
+    assert "## Intended use" not in page.content.decode()
 
 
 @pytest.mark.django_db

@@ -324,6 +324,8 @@ def test_the_repository_ships_a_ct_model_within_its_size_with_the_report_its_car
     card = (Path(__file__).resolve().parent.parent / "docs" / "model-card.md").read_text()
     assert f"{held_out['auc']:.3f}" in card
     assert f"{description['threshold']:.3f}" in card
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f'"threshold":{round(description["threshold"], 4)},' in readme  # what the API says
     preprocessing = PreprocessingConfig(**description["preprocessing"])
     images, _ = draw_phantom_set(4, size=64, seed=3)
     probabilities = model.predict(to_model_batch(images, preprocessing), verbose=0)

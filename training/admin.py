@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from accounts.roles import Role, user_has_role
 from kidneyproject.readonly_admin import ReadOnlyAdmin
 from kidneyproject.rounding import RoundedPredictionNumbers
+from ml_core.numbers import rounded
 from training import services
 from training.evaluation import PromotionRefused
 from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingRun
@@ -17,6 +18,13 @@ class ModelVersionAdmin(RoundedPredictionNumbers, ReadOnlyAdmin):
     list_filter = ["status", "input_size", "created"]
     search_fields = ["version", "description", "artifact", "mlflow_run_id"]
     actions = ["promote_through_gate"]
+    # Shown rounded, as people read them.
+    exclude = ["threshold", "study_threshold"]
+    readonly_fields = ["rounded_threshold", "rounded_study_threshold"]
+
+    @admin.display(description="study threshold")
+    def rounded_study_threshold(self, model_version):
+        return rounded(model_version.study_threshold)
 
     def has_promote_permission(self, request) -> bool:
         return user_has_role(request.user, Role.ML_ENGINEER)

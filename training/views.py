@@ -1,7 +1,10 @@
 from django.conf import settings
 from django.http import FileResponse
+from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
+from markdown_it import MarkdownIt
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -69,9 +72,14 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
 
 @require_GET
 def model_card(request):
-    """The shipped model's card (docs/model-card.md) as Markdown: what it was trained on, how
-    well it does on later studies, and what it must not be used for. Public, like the code."""
-    return FileResponse(
-        (settings.BASE_DIR / "docs" / "model-card.md").open("rb"),
-        content_type="text/markdown; charset=utf-8",
-    )
+    """The shipped model's card (docs/model-card.md): what it was trained on, how well it does
+    on later studies, and what it must not be used for. Public, like the code. A browser gets
+    it as a page; other clients (and `?format=md`) get the Markdown."""
+    path = settings.BASE_DIR / "docs" / "model-card.md"
+    wants_page = "text/html" in request.headers.get("Accept", "")
+    if request.GET.get("format") == "md" or not wants_page:
+        return FileResponse(path.open("rb"), content_type="text/markdown; charset=utf-8")
+    # The card is ours, but raw HTML in it is still not passed through.
+    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+    card = mark_safe(renderer.render(path.read_text(encoding="utf-8")))
+    return render(request, "training/model_card.html", {"card": card})
