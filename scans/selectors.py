@@ -62,11 +62,22 @@ def reviews_today(user) -> int:
     return sum(1 for new_label in latest.values() if new_label)
 
 
-def same_image_reviews(scan: Scan, visible: QuerySet[Scan]) -> list[Scan]:
-    """The other confirmed scans of the same bytes (uploaded again, by someone else) among
-    those the reader may see."""
-    others = visible.filter(sha256=scan.sha256).exclude(pk=scan.pk).exclude(confirmed_label="")
-    return list(others.select_related("confirmed_by").order_by("confirmed_at"))
+def same_image_reviews(scans: list[Scan], visible: QuerySet[Scan]) -> dict:
+    """For each scan (by pk), the other confirmed scans of the same bytes (uploaded again, by
+    someone else) among those the reader may see; one query for them all."""
+    confirmed = (
+        visible.filter(sha256__in={scan.sha256 for scan in scans})
+        .exclude(confirmed_label="")
+        .select_related("confirmed_by")
+        .order_by("confirmed_at")
+    )
+    by_hash: dict[str, list[Scan]] = {}
+    for other in confirmed:
+        by_hash.setdefault(other.sha256, []).append(other)
+    return {
+        scan.pk: [other for other in by_hash.get(scan.sha256, []) if other.pk != scan.pk]
+        for scan in scans
+    }
 
 
 def study_series(study: Study) -> list[list[Scan]]:

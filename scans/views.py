@@ -307,6 +307,15 @@ class ReviewQueueView(generics.ListAPIView):
         filters.is_valid(raise_exception=True)
         return selectors.review_queue(**filters.validated_data)
 
+    def get_serializer(self, *args, **kwargs):
+        if kwargs.get("many"):  # the page's scans: their same-image reviews in one query
+            scans = list(args[0])
+            context = kwargs.setdefault("context", self.get_serializer_context())
+            visible = selectors.scans_visible_to(self.request.user)
+            context["same_image"] = selectors.same_image_reviews(scans, visible)
+            args = (scans, *args[1:])
+        return super().get_serializer(*args, **kwargs)
+
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         audited(request, response, AccessEvent.Kind.LIST)

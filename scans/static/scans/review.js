@@ -104,7 +104,7 @@ async function loadQueue(preferred = null) {
 
 // The list and the counts again, the scan on screen kept (an upload joined the queue).
 async function refreshQueue() {
-  if (current === null) return loadQueue();
+  if (current === null && !loading) return loadQueue();
   showProgress(await fetchQueue());
   drawQueueList();
 }
@@ -146,7 +146,8 @@ async function loadVersions() {
 }
 
 function skip() {
-  if (current !== null) skipped.add(current.id);
+  const passed = current || unshown;
+  if (passed !== null) skipped.add(passed.id);
   $("review-status").textContent = "";
   loadQueue();
 }
@@ -155,6 +156,8 @@ function skip() {
 // its label and numbers, so a reader never sees one scan's slice under another's label. Keys
 // wait meanwhile (current is null): a confirm always names the slice on screen.
 let showing = 0;
+let loading = false; // a scan's slice is on its way to the screen
+let unshown = null; // a scan whose slice could not be loaded
 async function show(scan) {
   const request = ++showing;
   if (scan === null) {
@@ -166,15 +169,21 @@ async function show(scan) {
   }
   const shownBefore = current;
   current = null;
+  unshown = null;
+  loading = true;
   let image;
   try {
     image = await sliceImage(scan.id, "soft_tissue");
   } catch {
-    current = shownBefore;
-    $("review-status").textContent = `Scan ${scan.id}'s slice could not be loaded; n moves on.`;
+    if (request === showing) {
+      loading = false;
+      unshown = scan; // never reviewed unseen; n passes over it
+      $("review-status").textContent = `Scan ${scan.id}'s slice could not be loaded; n moves on.`;
+    }
     return;
   }
   if (request !== showing) return; // another scan was asked for meanwhile
+  loading = false;
   if (shownBefore === null || shownBefore.id !== scan.id) $("review-status").textContent = "";
   drawNewSlice(scan, image, "soft_tissue");
   current = scan;
@@ -482,12 +491,12 @@ if (canReview) {
     // Keys are commands unless the reader is typing (a note, a date, a choice).
     if (event.target.matches("input[type=text], input[type=date], select, textarea")) return;
     if (event.key === "u") return undo();
+    if (event.key === "n") return skip();
     if (current === null) return;
     const index = Number.parseInt(event.key, 10);
     if (event.key === "c") review(current.prediction.label);
     else if (index >= 1 && index <= classes.length) review(classes[index - 1]);
     else if (event.key === "h") $("scan-heatmap").hidden = !$("scan-heatmap").hidden;
-    else if (event.key === "n") skip();
     else if (event.key === "r") resetView();
   });
   loadVersions();
