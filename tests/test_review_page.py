@@ -525,3 +525,24 @@ def test_a_dicom_slice_shows_its_window_in_hounsfield_units_and_which_preset(
     assert narrowed.startswith("Window 320 HU, level 40 HU")
     assert bone.startswith("Window 1800 HU, level 400 HU (bone preset)")
     assert page.get_attribute("#preset-bone", "aria-pressed") == "true"
+
+
+def test_a_clinician_uploads_on_a_page_without_the_queue_and_without_script_errors(
+    browser, live_server, phantom_model, tmp_path
+):
+    upload = tmp_path / "clinician.png"
+    upload.write_bytes(phantom_png(size=96, with_stone=True, seed=91))
+    _, page = log_in(browser, live_server, "clin-page", Role.CLINICIAN)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.reload()
+
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload-form button")
+    page.wait_for_function(
+        "document.getElementById('upload-status').textContent.includes('predicted')",
+        timeout=60_000,
+    )
+
+    assert page.locator("#queue").count() == 0
+    assert errors == []

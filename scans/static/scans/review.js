@@ -335,57 +335,61 @@ function clampPan() {
 // Dragging sets window (sideways) and level (up and down); with Shift or the middle button it
 // pans. The drag ends on release wherever the pointer is, and on anything that cancels it.
 let drag = null;
-$("viewer").addEventListener("pointerdown", (event) => {
-  if (event.button !== 0 && event.button !== 1) return;
-  event.preventDefault(); // no text selection, no native image drag
-  const pan = event.shiftKey || event.button === 1;
-  drag = { pan, fromX: event.clientX, fromY: event.clientY, x0: view.x, y0: view.y,
-           width: view.width, level: view.level };
-  $("viewer").setPointerCapture(event.pointerId);
-});
-$("viewer").addEventListener("pointermove", (event) => {
-  if (drag === null) return;
-  if (event.buttons === 0) return endDrag(); // the release happened where we could not see it
-  const dx = event.clientX - drag.fromX;
-  const dy = event.clientY - drag.fromY;
-  if (drag.pan) {
-    view.x = drag.x0 + dx;
-    view.y = drag.y0 + dy;
-    clampPan();
-  } else {
-    view.width = Math.max(1, drag.width + dx);
-    view.level = drag.level - dy;
-  }
-  drawSlice();
-});
 function endDrag() {
   drag = null;
 }
-for (const ending of ["pointerup", "pointercancel", "lostpointercapture"]) {
-  $("viewer").addEventListener(ending, endDrag);
-}
-$("viewer").addEventListener("dragstart", (event) => event.preventDefault());
-$("viewer").addEventListener(
-  "wheel",
-  (event) => {
-    event.preventDefault();
-    const box = $("viewer").getBoundingClientRect();
-    const pointer = { x: event.clientX - box.left, y: event.clientY - box.top };
-    const zoom = Math.min(8, Math.max(1, view.zoom * (event.deltaY < 0 ? 1.25 : 0.8)));
-    // The point under the cursor stays under it.
-    view.x = pointer.x - ((pointer.x - view.x) * zoom) / view.zoom;
-    view.y = pointer.y - ((pointer.y - view.y) * zoom) / view.zoom;
-    view.zoom = zoom;
-    clampPan();
+
+// Only a radiologist's page has the viewer.
+function setUpViewer() {
+  $("viewer").addEventListener("pointerdown", (event) => {
+    if (event.button !== 0 && event.button !== 1) return;
+    event.preventDefault(); // no text selection, no native image drag
+    const pan = event.shiftKey || event.button === 1;
+    drag = { pan, fromX: event.clientX, fromY: event.clientY, x0: view.x, y0: view.y,
+             width: view.width, level: view.level };
+    $("viewer").setPointerCapture(event.pointerId);
+  });
+  $("viewer").addEventListener("pointermove", (event) => {
+    if (drag === null) return;
+    if (event.buttons === 0) return endDrag(); // the release happened where we could not see it
+    const dx = event.clientX - drag.fromX;
+    const dy = event.clientY - drag.fromY;
+    if (drag.pan) {
+      view.x = drag.x0 + dx;
+      view.y = drag.y0 + dy;
+      clampPan();
+    } else {
+      view.width = Math.max(1, drag.width + dx);
+      view.level = drag.level - dy;
+    }
     drawSlice();
-  },
-  { passive: false },
-);
-$("preset-soft").addEventListener("click", () => choosePreset("soft_tissue"));
-$("preset-bone").addEventListener("click", () => choosePreset("bone"));
-$("heatmap-opacity").addEventListener("input", () => {
-  $("scan-heatmap").style.opacity = $("heatmap-opacity").value / 100;
-});
+  });
+  for (const ending of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    $("viewer").addEventListener(ending, endDrag);
+  }
+  $("viewer").addEventListener("dragstart", (event) => event.preventDefault());
+  $("viewer").addEventListener(
+    "wheel",
+    (event) => {
+      event.preventDefault();
+      const box = $("viewer").getBoundingClientRect();
+      const pointer = { x: event.clientX - box.left, y: event.clientY - box.top };
+      const zoom = Math.min(8, Math.max(1, view.zoom * (event.deltaY < 0 ? 1.25 : 0.8)));
+      // The point under the cursor stays under it.
+      view.x = pointer.x - ((pointer.x - view.x) * zoom) / view.zoom;
+      view.y = pointer.y - ((pointer.y - view.y) * zoom) / view.zoom;
+      view.zoom = zoom;
+      clampPan();
+      drawSlice();
+    },
+    { passive: false },
+  );
+  $("preset-soft").addEventListener("click", () => choosePreset("soft_tissue"));
+  $("preset-bone").addEventListener("click", () => choosePreset("bone"));
+  $("heatmap-opacity").addEventListener("input", () => {
+    $("scan-heatmap").style.opacity = $("heatmap-opacity").value / 100;
+  });
+}
 
 // The evidence map: the slice shows at once; its overlay follows when the worker has
 // computed it (202 until then: occlusion takes hundreds of forward passes), without holding
@@ -499,6 +503,7 @@ if (canReview) {
     else if (event.key === "h") $("scan-heatmap").hidden = !$("scan-heatmap").hidden;
     else if (event.key === "r") resetView();
   });
+  setUpViewer();
   loadVersions();
   loadQueue();
 }
