@@ -546,3 +546,29 @@ def test_a_clinician_uploads_on_a_page_without_the_queue_and_without_script_erro
 
     assert page.locator("#queue").count() == 0
     assert errors == []
+
+
+def test_the_page_shows_another_review_of_the_same_image_and_says_when_a_review_contradicts_it(
+    browser, live_server, phantom_model
+):
+    image = phantom_png(size=96, with_stone=True, seed=55)
+    first_uploader, _ = api_user_upsert(username="uploader", role=Role.CLINICIAN)
+    second_uploader, _ = api_user_upsert(username="uploader-2", role=Role.CLINICIAN)
+    confirmer, _ = api_user_upsert(username="dr-first", role=Role.RADIOLOGIST)
+    confirmed = make_scan(first_uploader, image=image, status=Scan.Status.PREDICTED,
+                          confirmed_label="normal", confirmed_by=confirmer,
+                          confirmed_at=timezone.now())  # fmt: skip
+    again = make_scan(second_uploader, image=image, status=Scan.Status.PREDICTED)
+    for scan in (confirmed, again):
+        make_prediction(scan, phantom_model, label="stone", stone=0.9)
+    _, page = log_in(browser, live_server, "dr-second", Role.RADIOLOGIST)
+    page.wait_for_selector("#same-image:not([hidden])")
+    shown = page.inner_text("#same-image")
+    page.click("h2")
+    page.keyboard.press("2")  # stone, against the other scan's normal
+    page.wait_for_function(
+        "document.getElementById('review-status').textContent.startsWith('Saved')"
+    )
+
+    assert f"scan {confirmed.pk}, confirmed normal by dr-first" in shown
+    assert f"contradicts scan {confirmed.pk} (normal)" in page.inner_text("#review-status")
