@@ -361,8 +361,12 @@ def test_zoom_keeps_the_point_under_the_pointer_and_shift_drag_pans_with_the_sli
     viewer = page.locator("#viewer").bounding_box()
     pointer = (viewer["x"] + viewer["width"] * 0.25, viewer["y"] + viewer["height"] * 0.3)
     under_before = canvas_point_under(page, *pointer)
-
     page.mouse.move(*pointer)
+    page.mouse.wheel(0, 200)  # at 1x there is nothing to zoom out of: the page scrolls
+    page.wait_for_function("window.scrollY > 0")
+    unzoomed = page.inner_text("#window-level")
+    page.evaluate("window.scrollTo(0, 0)")
+
     for _ in range(3):
         page.mouse.wheel(0, -100)
     page.wait_for_function(
@@ -374,6 +378,7 @@ def test_zoom_keeps_the_point_under_the_pointer_and_shift_drag_pans_with_the_sli
     panned = canvas_point_under(page, *pointer)
 
     assert viewer["y"] + viewer["height"] <= 1000  # the whole slice above the fold
+    assert "zoom 1.0" in unzoomed
     assert under_after == pytest.approx(under_before, abs=1.0)
     scale = page.evaluate("document.getElementById('scan-canvas').width") / viewer["width"] / 2
     assert panned[0] - under_after[0] == pytest.approx(60 * scale, abs=1.0)

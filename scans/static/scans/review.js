@@ -371,6 +371,7 @@ function setUpViewer() {
   $("viewer").addEventListener(
     "wheel",
     (event) => {
+      if (event.deltaY > 0 && view.zoom === 1) return; // nothing to zoom out of: the page scrolls
       event.preventDefault();
       const box = $("viewer").getBoundingClientRect();
       const pointer = { x: event.clientX - box.left, y: event.clientY - box.top };
