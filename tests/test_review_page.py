@@ -334,8 +334,13 @@ def test_window_level_drags_over_the_evidence_map_as_without_it_and_ends_on_rele
     page.keyboard.press("h")  # the same drag with the overlay hidden
     drag(page, middle, (-120, 40))
     without_overlay = page.inner_text("#window-level")
+    first = shown_scan(page)
+    page.keyboard.press("n")
+    page.wait_for_function(f"document.getElementById('scan-canvas').dataset.scan !== '{first}'")
+    next_scan = page.inner_text("#window-level")
 
     assert with_overlay.startswith("Window 135, level 88")
+    assert next_scan == with_overlay  # the reader's window carries over to the next slice
     assert after_release == with_overlay
     assert without_overlay == with_overlay
 

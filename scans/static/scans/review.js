@@ -270,8 +270,8 @@ function drawNewSlice(scan, image, preset) {
   view.pixels = context.getImageData(0, 0, canvas.width, canvas.height);
   view.preset = preset;
   view.scan = scan;
-  if (preset === "soft_tissue") Object.assign(view, DISPLAY, { zoom: 1, x: 0, y: 0 });
   canvas.dataset.scan = scan.id;
+  clampPan(); // window, level and zoom carry over to the next slice, as in a PACS viewer
   drawSlice();
 }
 
