@@ -153,7 +153,7 @@ def training_plan(
     the block that judged the run before it. The rest is the run's training and validation
     blocks, and each must hold every class."""
     waiting_for = []
-    labelled = entries
+    labelled = class_counts(entries)
     kept, held_out = block_split(
         entries, fraction=settings.KIDNEY_EVALUATION_FRACTION, gap=settings.KIDNEY_SPLIT_GAP
     )
@@ -217,7 +217,7 @@ def training_plan(
             waiting_for.append(f"the {name} block to hold every class; it would hold {short}")
     return TrainingPlan(
         training=training, evaluation=evaluation, recent=newest, waiting_for=waiting_for,
-        labelled=class_counts(labelled),
+        labelled=labelled,
     )  # fmt: skip
 
 

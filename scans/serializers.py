@@ -62,17 +62,20 @@ class SameImageReviewsMixin(serializers.Serializer):
         "among those the caller sees. Where their labels differ, none of them is trained on."
     )
 
+    def _scan_id(self, instance):
+        return instance.pk
+
     def _scan(self, instance) -> Scan:
         return instance
 
     def get_same_image_reviews(self, instance) -> SameImageReviewSerializer(many=True):
         """A list view puts every item's in the context at once (same_image, by scan pk)."""
-        scan = self._scan(instance)
         listed = self.context.get("same_image")
         request = self.context.get("request")
         if listed is not None:
-            others = listed[scan.pk]
+            others = listed[self._scan_id(instance)]
         elif request is not None:
+            scan = self._scan(instance)
             visible = selectors.scans_visible_to(request.user)
             others = selectors.same_image_reviews([scan], visible)[scan.pk]
         else:
@@ -130,6 +133,9 @@ class ReviewUndoSerializer(RequestBodySerializer):
 class ReviewEventSerializer(SameImageReviewsMixin, serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.username")
     model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+
+    def _scan_id(self, event):
+        return event.scan_id
 
     def _scan(self, event) -> Scan:
         return event.scan

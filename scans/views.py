@@ -87,7 +87,24 @@ def audited(request, response, kind: str | None, scan_id=None):
         access_record(request, kind=kind, scan_ids=scan_ids)
 
 
+class SameImageInOneQuery:
+    """A list of scans reads every item's same_image_reviews in one query, not one each."""
+
+    def get_serializer(self, *args, **kwargs):
+        if kwargs.get("many"):
+            scans = list(args[0])
+            context = kwargs.setdefault("context", self.get_serializer_context())
+            context["same_image"] = same_image_context(self.request, scans)
+            args = (scans, *args[1:])
+        return super().get_serializer(*args, **kwargs)
+
+
+def same_image_context(request, scans) -> dict:
+    return selectors.same_image_reviews(scans, selectors.scans_visible_to(request.user))
+
+
 class ScanViewSet(
+    SameImageInOneQuery,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.ListModelMixin,
@@ -283,11 +300,13 @@ class ScanViewSet(
     @action(detail=True, methods=["get"], pagination_class=None)
     def reviews(self, request, pk=None):
         """Every review of this scan, newest first: the audit trail."""
-        events = self.get_object().review_events.select_related("reviewer", "model_version")
-        return Response(ReviewEventSerializer(events, many=True, context={"request": request}).data)
+        scan = self.get_object()
+        events = scan.review_events.select_related("reviewer", "model_version")
+        context = {"request": request, "same_image": same_image_context(request, [scan])}
+        return Response(ReviewEventSerializer(events, many=True, context=context).data)
 
 
-class ReviewQueueView(generics.ListAPIView):
+class ReviewQueueView(SameImageInOneQuery, generics.ListAPIView):
     """Predicted scans awaiting review, the most uncertain first; `positive` flags the ones
     the model called abnormal. Filters: `positive` (true: flagged only), `model_version`,
     `since` (a date: predicted on or after it). `reviewed_today` counts the caller's reviews
@@ -306,15 +325,6 @@ class ReviewQueueView(generics.ListAPIView):
         filters = ReviewQueueFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return selectors.review_queue(**filters.validated_data)
-
-    def get_serializer(self, *args, **kwargs):
-        if kwargs.get("many"):  # the page's scans: their same-image reviews in one query
-            scans = list(args[0])
-            context = kwargs.setdefault("context", self.get_serializer_context())
-            visible = selectors.scans_visible_to(self.request.user)
-            context["same_image"] = selectors.same_image_reviews(scans, visible)
-            args = (scans, *args[1:])
-        return super().get_serializer(*args, **kwargs)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

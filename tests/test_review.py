@@ -324,6 +324,12 @@ def test_the_same_image_confirmed_two_ways_is_said_and_never_trained_on(client_f
               for other in agreeing["same_image_reviews"]]  # fmt: skip
     assert others == [(str(first.pk), "normal", "dr-one")]
     assert [other["label"] for other in contradicting["same_image_reviews"]] == ["normal"]
+    listed = {item["id"]: item for item in colleague.get("/api/scans/").json()["results"]}
+    trail = colleague.get(f"/api/scans/{second.pk}/reviews/").json()
+    assert [other["scan"] for other in listed[str(second.pk)]["same_image_reviews"]] == [
+        str(first.pk)
+    ]
+    assert [other["label"] for other in trail[0]["same_image_reviews"]] == ["normal"]
     # Both scans are confirmed, and neither is a label to train on.
     assert Scan.objects.exclude(confirmed_label="").count() == 2
     assert any("no confirmed labels yet" in reason for reason in waiting_for)
