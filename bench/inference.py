@@ -2,11 +2,13 @@
 
 1. Raw model: images/s of VGG16 `predict_on_batch` (batch 16) at 96, 128 and 224 px, in
    float32 and in each reduced precision given by --precisions (bfloat16 is fast only on CPUs
-   with native bfloat16 arithmetic, float16 only on GPUs).
+   with native bfloat16 arithmetic, float16 only on GPUs; int8 is the model's int8 twin on
+   OpenVINO, ml_core.int8, calibrated on random images: its speed, not its accuracy).
 2. Service: a burst of uploads through REST -> Celery worker -> stored prediction, serving the
    shipped model (or, with --model placeholder, the phantom placeholder at --service-size px)
-   in KIDNEY_INFERENCE_PRECISION=--precision; images/s from the first upload to the last
-   stored prediction.
+   once for each KIDNEY_INFERENCE_RUNTIME in --runtimes, Keras in
+   KIDNEY_INFERENCE_PRECISION=--precision; images/s from the first upload to the last
+   stored prediction, and the share of decisions the same as the first runtime's.
 3. The ratio service / raw at the same input size: the share of raw model speed the
    service delivers.
 4. The access audit's cost: the mean time of a scan record read over REST (which records one
@@ -46,9 +48,15 @@ def raw_images_per_second(input_size: int, batches: int, precision: str = "float
     from ml_core.classifier import build_classifier
     from ml_core.precision import with_precision
 
-    model = with_precision(build_classifier(["normal", "stone"], input_size, "none"), precision)
+    model = build_classifier(["normal", "stone"], input_size, "none")
     batch = np.random.default_rng(0).normal(size=(BATCH, input_size, input_size, 3))
     batch = batch.astype(np.float32)
+    if precision == "int8":
+        from ml_core.int8 import OpenVinoPredictor, quantize
+
+        model = OpenVinoPredictor(quantize(model, [batch]), max_batch_size=BATCH)
+    else:
+        model = with_precision(model, precision)
     model.predict_on_batch(batch)  # warm-up: graph tracing
     started = time.perf_counter()
     for _ in range(batches):
@@ -101,11 +109,12 @@ def audit_overhead_ms(session, scan_url: str, environment: dict) -> tuple[float,
     return read_ms, write_ms
 
 
-def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float, tuple]:
+def service_images_per_second(args, payloads: list[bytes], runtime: str) -> dict:
     environment = isolated_environment(
         tempfile.mkdtemp(prefix="kidney-bench-"),
         KIDNEY_EVIDENCE_MAPS=args.evidence_maps,
         KIDNEY_INFERENCE_PRECISION=args.precision,
+        KIDNEY_INFERENCE_RUNTIME=runtime,
     )
     if args.database_url:
         environment["DATABASE_URL"] = args.database_url
@@ -153,10 +162,19 @@ def service_images_per_second(args, payloads: list[bytes]) -> tuple[float, float
         _wait(all_predicted, "all predictions", interval=0.1)
         elapsed = time.perf_counter() - started
         audit = audit_overhead_ms(session, first["url"], environment)
+        predictions = [
+            session.get(response.json()["url"]).json()["prediction"] for response in responses
+        ]
     finally:
         stack.send_signal(signal.SIGINT)
         stack.wait(timeout=60)
-    return len(payloads) / elapsed, len(payloads) / uploaded, audit
+    return {
+        "images_per_second": len(payloads) / elapsed,
+        "uploads_per_second": len(payloads) / uploaded,
+        "audit": audit,
+        "labels": [prediction["label"] for prediction in predictions],
+        "runtimes": sorted({prediction["runtime"] for prediction in predictions}),
+    }
 
 
 def _wait(condition, what: str, *, timeout: float = 600, interval: float = 0.5) -> None:
@@ -182,7 +200,12 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="auto", help="KIDNEY_INFERENCE_PRECISION for the service."
     )
-    parser.add_argument("--precisions", default="bfloat16", help="Raw model, beside float32.")
+    parser.add_argument("--precisions", default="bfloat16,int8", help="Raw model, beside float32.")
+    parser.add_argument(
+        "--runtimes",
+        default="keras,openvino-int8",
+        help="KIDNEY_INFERENCE_RUNTIME for each service run, in turn.",
+    )
     parser.add_argument("--database-url")
     parser.add_argument("--broker-url")
     parser.add_argument("--port", type=int, default=8765)
@@ -213,17 +236,29 @@ def main() -> None:
 
     payloads = upload_payloads(args.data, args.uploads + 1)  # one to warm up
     backend = "PostgreSQL + Redis" if args.database_url else "embedded (SQLite + filesystem)"
-    service, upload_rate, (read_ms, audit_ms) = service_images_per_second(args, payloads)
     source = "kidney-ct JPEGs" if args.data else "224 px phantom PNGs"
-    served = resolve_precision(args.precision)
-    print(
-        f"service end to end, {args.uploads} uploads of {source}, {args.model} model at "
-        f"{args.service_size} px in {served}, {backend}, evidence maps {args.evidence_maps}: "
-        f"{service:7.1f} images/s (uploads alone: {upload_rate:.1f}/s)"
-    )
-    if (args.service_size, served) in raw:
-        ratio = service / raw[args.service_size, served]
-        print(f"ratio service / raw model at {args.service_size} px in {served}: {ratio:.2f}")
+    runs = {}
+    for runtime in args.runtimes.split(","):
+        runs[runtime] = service_images_per_second(args, payloads, runtime)
+        result, first = runs[runtime], next(iter(runs.values()))
+        served = "+".join(result["runtimes"])
+        same = np.mean(np.array(result["labels"]) == np.array(first["labels"]))
+        speedup = result["images_per_second"] / first["images_per_second"]
+        print(
+            f"service end to end, {args.uploads} uploads of {source}, {args.model} model at "
+            f"{args.service_size} px, KIDNEY_INFERENCE_RUNTIME={runtime} (served by {served}), "
+            f"{backend}, evidence maps {args.evidence_maps}: "
+            f"{result['images_per_second']:7.1f} images/s (uploads alone: "
+            f"{result['uploads_per_second']:.1f}/s); {speedup:.2f}x the first runtime's, "
+            f"{same:.1%} of decisions the same"
+        )
+        precision = "int8" if served == "openvino-int8" else resolve_precision(args.precision)
+        if (args.service_size, precision) in raw:
+            ratio = result["images_per_second"] / raw[args.service_size, precision]
+            print(
+                f"ratio service / raw model at {args.service_size} px in {precision}: {ratio:.2f}"
+            )
+    read_ms, audit_ms = first["audit"]
     print(
         f"access audit: a scan record read over REST {read_ms:.2f} ms (mean of "
         f"{AUDIT_SAMPLES}); the audit row it writes after the response: {audit_ms:.2f} ms of "

@@ -325,6 +325,14 @@ KIDNEY_INFERENCE_BATCH_SIZE = int(env("KIDNEY_INFERENCE_BATCH_SIZE", "16"))
 # auto: bfloat16 on CPUs with native bfloat16, float16 on GPUs, else float32; "float32" turns
 # reduced precision off (ml_core/precision.py; what it changes: docs/benchmarks.md).
 KIDNEY_INFERENCE_PRECISION = env("KIDNEY_INFERENCE_PRECISION", "auto")
+# What computes predictions on a CPU: "keras" (in KIDNEY_INFERENCE_PRECISION), "openvino-int8"
+# (the serving version's int8 twin wherever one passed its gate, Keras otherwise) or "auto"
+# (the twin where one passed and it ran faster than Keras on a few batches when the worker
+# loaded the model). GPUs keep Keras. Evidence maps always come from the Keras model.
+KIDNEY_INFERENCE_RUNTIME = env("KIDNEY_INFERENCE_RUNTIME", "auto")
+# Build an int8 twin for each version a training run registers (training.twins), on the
+# training queue after the run: "1" or "0".
+KIDNEY_INT8_TWINS = env("KIDNEY_INT8_TWINS", "1") == "1"
 # The sweep re-sends scans queued longer than this, and releases claims older than the timeout.
 KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS = int(env("KIDNEY_REQUEUE_QUEUED_AFTER_SECONDS", "120"))
 KIDNEY_CLAIM_TIMEOUT_SECONDS = int(env("KIDNEY_CLAIM_TIMEOUT_SECONDS", "900"))

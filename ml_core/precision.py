@@ -19,7 +19,7 @@ def resolve_precision(setting: str, *, cpu_flags: set[str] | None = None) -> str
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {setting!r}")
     if setting != "auto":
         return setting
-    if _accelerator_present():
+    if accelerator_present():
         return "float16"
     flags = _cpu_flags() if cpu_flags is None else cpu_flags
     return "bfloat16" if flags & BFLOAT16_CPU_FLAGS else "float32"
@@ -45,7 +45,7 @@ def with_precision(model, precision: str):
     return copy
 
 
-def _accelerator_present() -> bool:
+def accelerator_present() -> bool:
     import keras
 
     backend = keras.backend.backend()

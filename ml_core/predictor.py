@@ -4,11 +4,16 @@ import numpy as np
 
 
 class Predictor:
-    """A loaded Keras model; build one per process and reuse it for every batch."""
+    """A loaded Keras model; build one per process and reuse it for every batch.
 
-    def __init__(self, model, *, max_batch_size: int = 32):
+    With an int8 twin (ml_core.int8.OpenVinoPredictor) the probabilities come from the twin;
+    evidence maps always come from the Keras model, whose answers the maps are judged on."""
+
+    def __init__(self, model, *, max_batch_size: int = 32, precision: str = "float32"):
         self.model = model
         self.max_batch_size = max_batch_size
+        self.twin = None
+        self.runtime = f"keras-{precision}"
         self._explainer = None
 
     @classmethod
@@ -19,10 +24,20 @@ class Predictor:
         from ml_core.precision import with_precision
 
         model = keras.models.load_model(path, compile=False)
-        return cls(with_precision(model, precision), **options)
+        return cls(with_precision(model, precision), precision=precision, **options)
+
+    def serve_twin(self, twin) -> None:
+        self.twin = twin
+        self.runtime = "openvino-int8"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) model input -> (n, classes) probabilities, in chunks."""
+        if self.twin is not None:
+            return self.twin.predict(batch)
+        return self.predict_float(batch)
+
+    def predict_float(self, batch: np.ndarray) -> np.ndarray:
+        """predict() by the Keras model, twin or not."""
         chunks = [
             np.asarray(self.model.predict_on_batch(batch[start : start + self.max_batch_size]))
             for start in range(0, len(batch), self.max_batch_size)

@@ -29,6 +29,7 @@ class PredictionInline(RoundedPredictionNumbers, admin.StackedInline):
         "rounded_threshold",
         "inference_ms",
         "batch_size",
+        "runtime",
         "created",
     ]
     readonly_fields = fields
@@ -195,9 +196,10 @@ class PredictionAdmin(RoundedPredictionNumbers, AuditedReadsAdmin):
         "rounded_threshold",
         "inference_ms",
         "batch_size",
+        "runtime",
         "created",
     ]
-    list_filter = ["label", "model_version", "created"]
+    list_filter = ["label", "model_version", "runtime", "created"]
     search_fields = ["scan__id", "label"]
     readonly_fields = [
         "scan",
@@ -207,6 +209,7 @@ class PredictionAdmin(RoundedPredictionNumbers, AuditedReadsAdmin):
         "rounded_threshold",
         "inference_ms",
         "batch_size",
+        "runtime",
         "created",
     ]
 

@@ -19,7 +19,7 @@ from ml_core.decision import NEGATIVE_CLASS, abnormal_scores, decide
 from ml_core.errors import ImageDecodeError
 from ml_core.evidence import METHOD as EVIDENCE_METHOD
 from ml_core.evidence import overlay_png
-from ml_core.precision import resolve_precision
+from ml_core.precision import accelerator_present, resolve_precision
 from ml_core.predictor import Predictor
 from ml_core.preprocessing import to_model_batch
 from ml_core.study import study_verdict
@@ -28,16 +28,19 @@ from scans.images import stored_image
 from scans.models import Prediction, Scan, Study
 from scans.selectors import study_series
 from scans.services import heatmaps_request
-from training.files import artifact_local_path
+from training.files import artifact_local_path, twin_local_path
 from training.models import ModelVersion
 from training.selectors import serving_model_version
 
 logger = logging.getLogger(__name__)
 
-# Loaded models by version id, in the worker process (after the fork): the serving version's,
-# and at most one other (an evidence map for a scan an older version predicted), so computing
-# that map never unloads the serving model.
-_loaded: dict[int, Predictor] = {}
+# Loaded models by version id and twin, in the worker process (after the fork): the serving
+# version's, and at most one other (an evidence map for a scan an older version predicted), so
+# computing that map never unloads the serving model. A twin built or rebuilt since is loaded
+# at the next batch.
+_loaded: dict[tuple[int, str], Predictor] = {}
+# Batches timed per runtime when KIDNEY_INFERENCE_RUNTIME is auto.
+RUNTIME_TRIAL_BATCHES = 3
 
 
 class NoServingModel(RuntimeError):
@@ -52,25 +55,72 @@ def serving_predictor() -> tuple[ModelVersion, Predictor]:
 
 
 def predictor_for(model_version: ModelVersion) -> Predictor:
-    """The loaded model of this version, loading it once; models of versions that neither
-    serve nor were just asked for are let go."""
-    if model_version.pk not in _loaded:
+    """The loaded model of this version, loading it once (with its int8 twin where
+    KIDNEY_INFERENCE_RUNTIME lets it serve); models of versions that neither serve nor were
+    just asked for are let go."""
+    key = (model_version.pk, model_version.int8_artifact if model_version.int8_twin_passed else "")
+    if key not in _loaded:
         path = artifact_local_path(model_version.artifact)
         precision = resolve_precision(settings.KIDNEY_INFERENCE_PRECISION)
         logger.info("Loading model %s from %s in %s", model_version.label, path, precision)
         predictor = Predictor.load(
             str(path), precision=precision, max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE
         )
+        _serve_twin_if_chosen(predictor, model_version)
         serving = serving_model_version()
         keep = {model_version.pk, serving.pk if serving else None}
-        for version_id in [version_id for version_id in _loaded if version_id not in keep]:
-            del _loaded[version_id]
-        _loaded[model_version.pk] = predictor
-    return _loaded[model_version.pk]
+        for stale in [loaded for loaded in _loaded if loaded[0] not in keep or loaded[0] == key[0]]:
+            del _loaded[stale]
+        _loaded[key] = predictor
+    return _loaded[key]
+
+
+def _serve_twin_if_chosen(predictor: Predictor, model_version: ModelVersion) -> None:
+    """Predictions from the version's int8 twin where KIDNEY_INFERENCE_RUNTIME chooses it: one
+    that passed its gate, on a CPU, and for auto only if it ran faster than Keras here."""
+    runtime = settings.KIDNEY_INFERENCE_RUNTIME
+    if runtime == "keras":
+        return
+    if not model_version.int8_twin_passed:
+        if runtime == "openvino-int8":
+            logger.warning(
+                "%s has no int8 twin that passed its gate; Keras serves it", model_version.label
+            )
+        return
+    if accelerator_present():
+        logger.info("A GPU is present: Keras serves %s", model_version.label)
+        return
+    from ml_core.int8 import OpenVinoPredictor
+
+    twin = OpenVinoPredictor.load(
+        twin_local_path(model_version.int8_artifact),
+        max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE,
+    )
+    if runtime == "auto":
+        size = model_version.input_size
+        batch = np.zeros((settings.KIDNEY_INFERENCE_BATCH_SIZE, size, size, 3), np.float32)
+        keras_seconds = _seconds_per_batch(predictor.predict_float, batch)
+        twin_seconds = _seconds_per_batch(twin.predict, batch)
+        logger.info(
+            "%s: %.0f ms a batch on Keras (%s), %.0f ms on its int8 twin",
+            model_version.label, keras_seconds * 1000, predictor.runtime, twin_seconds * 1000,
+        )  # fmt: skip
+        if twin_seconds >= keras_seconds:
+            return
+    predictor.serve_twin(twin)
+    logger.info("%s serves on its int8 twin (OpenVINO)", model_version.label)
+
+
+def _seconds_per_batch(predict, batch: np.ndarray) -> float:
+    predict(batch)  # warm-up: graph tracing, kernel selection
+    started = time.perf_counter()
+    for _ in range(RUNTIME_TRIAL_BATCHES):
+        predict(batch)
+    return (time.perf_counter() - started) / RUNTIME_TRIAL_BATCHES
 
 
 def loaded_model_versions() -> list[int]:
-    return sorted(_loaded)
+    return sorted(version_id for version_id, _ in _loaded)
 
 
 def scans_claim(*, scan_ids: list[str], task_id: str, batch_size: int) -> list[Scan]:
@@ -218,6 +268,7 @@ def scans_classify(*, scan_ids: list[str], task_id: str) -> int:
         probabilities=probabilities,
         inference_ms=share_ms,
         overlays={},
+        runtime=predictor.runtime,
     )
     evidence_maps_queue(readable, probabilities, model_version)
     return len(readable)
@@ -310,6 +361,7 @@ def predictions_store(
     probabilities: np.ndarray,
     inference_ms: float,
     overlays: dict,
+    runtime: str = "",
 ) -> None:
     """Store one batch's predictions (with their evidence maps, if any) in one transaction. Scans
     predicted meanwhile (by a redelivered task) are left as they are, so a second call
@@ -336,6 +388,7 @@ def predictions_store(
             threshold=model_version.threshold,
             inference_ms=inference_ms,
             batch_size=len(scans),
+            runtime=runtime,
         )
         for scan_id in pending
     )
@@ -423,6 +476,7 @@ def study_classify(*, study_id, task_id: str) -> bool:
             probabilities=probabilities,
             inference_ms=share_ms,
             overlays={},
+            runtime=predictor.runtime,
         )
         for prediction in Prediction.objects.filter(scan_id__in=overlays):
             if not prediction.evidence_map_ready:

@@ -204,6 +204,12 @@ class Prediction(models.Model):
     batch_size = models.PositiveSmallIntegerField(
         help_text="How many scans shared the forward pass."
     )
+    runtime = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="What computed it: keras-<precision>, or openvino-int8 (the version's "
+        "int8 twin).",
+    )
     heatmap = models.FileField(
         upload_to="heatmaps/", blank=True, help_text="Evidence map overlay (RGBA PNG)."
     )

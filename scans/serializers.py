@@ -43,6 +43,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "threshold",
             "inference_ms",
             "batch_size",
+            "runtime",
             "heatmap_signal",
             "heatmap_method",
             "created",

@@ -40,6 +40,11 @@ os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 # Tests train on a handful of images: their evaluation sets may be that small too (the test
 # of the minimum sets its own).
 os.environ["KIDNEY_EVALUATION_MIN_PER_CLASS"] = "1"
+# Int8 twins cost seconds per version; tests/test_int8.py turns them on where it tests them.
+os.environ["KIDNEY_INT8_TWINS"] = "0"
+# Where a version has a twin that passed, the worker serves it, whatever it times (auto would
+# choose by speed on the tiny test model).
+os.environ["KIDNEY_INFERENCE_RUNTIME"] = "openvino-int8"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kidneyproject.settings")
 
 from django.conf import settings  # noqa: E402

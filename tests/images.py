@@ -7,7 +7,7 @@ from struct import pack
 import numpy as np
 from PIL import Image
 
-from ml_core.phantoms import draw_phantom
+from ml_core.phantoms import STONE_RADIUS, draw_phantom
 
 
 def phantom_pixels(*, size: int = 64, with_stone: bool = False, seed: int = 0) -> np.ndarray:
@@ -46,7 +46,9 @@ def png_bomb(side: int) -> bytes:
     )
 
 
-def write_phantom_folder(root, *, per_class: int, size: int = 48, seed: int = 0) -> None:
+def write_phantom_folder(
+    root, *, per_class: int, size: int = 48, seed: int = 0, stone_radius=STONE_RADIUS
+) -> None:
     """root/normal/ and root/stone/ with numbered phantom PNGs, like the kidney-ct layout."""
     from pathlib import Path
 
@@ -55,6 +57,8 @@ def write_phantom_folder(root, *, per_class: int, size: int = 48, seed: int = 0)
         folder = Path(root) / label
         folder.mkdir(parents=True, exist_ok=True)
         for number in range(1, per_class + 1):
-            pixels = draw_phantom(rng, size=size, with_stone=label == "stone")
+            pixels = draw_phantom(
+                rng, size=size, with_stone=label == "stone", stone_radius=stone_radius
+            )
             image = Image.fromarray((pixels * 255).astype(np.uint8), mode="L")
             (folder / f"{label.title()}- ({number}).png").write_bytes(encode(image))

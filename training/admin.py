@@ -13,7 +13,7 @@ from training.models import EvaluationSet, ModelVersion, PromotionLog, TrainingR
 class ModelVersionAdmin(RoundedPredictionNumbers, ReadOnlyAdmin):
     list_display = [
         "version", "mlflow_version", "status", "input_size", "rounded_threshold", "classes",
-        "created",
+        "int8_twin", "created",
     ]  # fmt: skip
     list_filter = ["status", "input_size", "created"]
     search_fields = ["version", "description", "artifact", "mlflow_run_id"]
@@ -21,6 +21,14 @@ class ModelVersionAdmin(RoundedPredictionNumbers, ReadOnlyAdmin):
     # Shown rounded, as people read them.
     exclude = ["threshold", "study_threshold"]
     readonly_fields = ["rounded_threshold", "rounded_study_threshold"]
+
+    @admin.display(description="int8 twin")
+    def int8_twin(self, model_version):
+        if not model_version.int8_gate:
+            return "none"
+        if model_version.int8_twin_passed:
+            return "passed: may serve"
+        return "failed: never serves" if model_version.int8_artifact else "not built"
 
     @admin.display(description="study threshold")
     def rounded_study_threshold(self, model_version):

@@ -38,6 +38,33 @@ def artifact_delete(name: str) -> None:
     default_storage.delete(name)
 
 
+def twin_store(xml_path: Path) -> str:
+    """Put an int8 twin (its .xml and the .bin beside it) into storage under one new stem;
+    return the .xml's name."""
+    stem = f"{MODELS_FOLDER}/kidney-ct-{uuid.uuid4().hex}-int8"
+    for suffix in (".bin", ".xml"):  # the .xml last: its name is what says the twin is whole
+        with open(xml_path.with_suffix(suffix), "rb") as part:
+            default_storage.save(f"{stem}{suffix}", File(part))
+    return f"{stem}.xml"
+
+
+def twin_delete(xml_name: str) -> None:
+    for name in (xml_name, _twin_weights(xml_name)):
+        default_storage.delete(name)
+
+
+def twin_local_path(xml_name: str) -> Path:
+    """The stored twin's .xml as a file on this machine, its .bin beside it."""
+    cache = Path(settings.KIDNEY_MODEL_CACHE_DIR)
+    weights = _twin_weights(xml_name)
+    _local_file(weights, cache / Path(weights).name)
+    return _local_file(xml_name, cache / Path(xml_name).name)
+
+
+def _twin_weights(xml_name: str) -> str:
+    return f"{xml_name.removesuffix('.xml')}.bin"
+
+
 def artifact_local_path(name: str) -> Path:
     """The stored model as a file on this machine (fetched once, if it must be)."""
     return _local_file(name, Path(settings.KIDNEY_MODEL_CACHE_DIR) / Path(name).name)

@@ -58,6 +58,17 @@ class ModelVersion(models.Model):
     mlflow_version = models.CharField(
         max_length=32, blank=True, help_text="Version in the MLflow registry."
     )
+    int8_artifact = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Name in storage of its int8 twin's OpenVINO .xml (the .bin beside it).",
+    )
+    int8_gate = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The int8 twin against this model, by block (training.twins); it serves "
+        "only where `passed` is true.",
+    )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.CANDIDATE, db_index=True
     )
@@ -84,6 +95,11 @@ class ModelVersion(models.Model):
     def label(self) -> str:
         """The service's version with the MLflow registry's beside it (they differ)."""
         return f"v{self.version} (MLflow {self.mlflow_version or '-'})"
+
+    @property
+    def int8_twin_passed(self) -> bool:
+        """An int8 twin exists and passed its gate: it may serve in this model's place."""
+        return bool(self.int8_artifact) and self.int8_gate.get("passed") is True
 
     @property
     def study_decision(self) -> tuple[StudyRule, float]:

@@ -29,6 +29,7 @@ from training.services import (
     model_version_promote,
     model_version_register,
 )
+from training.twins import int8_twin_build
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,21 @@ def training_run_execute(*, run_id: int, progress: Progress = Progress()) -> Tra
         finished=timezone.now(),
     )
     run.refresh_from_db()
+    if settings.KIDNEY_INT8_TWINS:
+        _build_twin(candidate)
     return run
+
+
+def _build_twin(candidate: ModelVersion) -> None:
+    """The candidate's int8 twin, once the run has ended (nobody waits for it). Without one
+    that passed, the version serves on Keras."""
+    try:
+        int8_twin_build(candidate)
+    except Exception as error:
+        logger.exception("The int8 twin of %s could not be built", candidate.label)
+        ModelVersion.objects.filter(pk=candidate.pk).update(
+            int8_gate={"passed": False, "detail": f"Not built: {type(error).__name__}: {error}"}
+        )
 
 
 def _prepare(run: TrainingRun, tracker: tracking.TrainingTracker):

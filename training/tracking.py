@@ -109,6 +109,22 @@ class TrainingTracker:
         return str(registered.version)
 
 
+def log_int8_twin(run_id: str, xml_path: Path, gate: dict) -> None:
+    """Add a version's int8 twin (its IR pair) and its gate to the version's MLflow run."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    for suffix in (".xml", ".bin"):
+        client.log_artifact(run_id, str(xml_path.with_suffix(suffix)), artifact_path="int8")
+    client.log_dict(run_id, gate, "int8/gate.json")
+    client.log_metric(run_id, "int8_gate_passed", float(bool(gate.get("passed"))))
+    for block, result in gate.get("blocks", {}).items():
+        for name, check in result.get("checks", {}).items():
+            if "twin" in check:
+                client.log_metric(run_id, f"int8_{block}_{name}_twin", float(check["twin"]))
+            if "value" in check:
+                client.log_metric(run_id, f"int8_{block}_{name}", float(check["value"]))
+
+
 def delete_model_version(mlflow_version: str) -> None:
     """Undo a registration whose version could not be recorded in the database."""
     _mlflow().MlflowClient().delete_model_version(REGISTERED_MODEL, mlflow_version)

@@ -65,6 +65,8 @@ class Command(BaseCommand):
             study_threshold=description.get("study", {}).get("threshold"),
         )
         log = model_version_ship(trained=trained, report=report)
+        if settings.KIDNEY_INT8_TWINS and "int8" in description:
+            self._build_shipped_twin(log.to_version, description["int8"])
         held_out = report["held_out"]
         self.stdout.write(
             f"Model {log.to_version.label} serves: on the held-out block of later studies, "
@@ -74,6 +76,24 @@ class Command(BaseCommand):
         )
         self.stdout.write(self.style.WARNING(SHIPPED_NOTE))
         return log
+
+    def _build_shipped_twin(self, model_version, recorded: dict) -> None:
+        """Rebuild the int8 twin that was calibrated and judged when the model was shipped
+        (ml_core.int8: the same float weights and activation ranges give the same twin)."""
+        from training.twins import int8_twin_build
+
+        gate = int8_twin_build(
+            model_version,
+            ranges=recorded["ranges"],
+            recorded_blocks={"held_out": recorded["held_out"]},
+        )
+        check = gate["blocks"]["held_out"]["checks"]
+        self.stdout.write(
+            f"Int8 twin {'passed' if gate['passed'] else 'failed'} its gate on the held-out "
+            f"block: ROC AUC {check['auc_change']['twin']:.4f} against "
+            f"{check['auc_change']['float']:.4f}, {check['decisions_changed']['value']:.2%} of "
+            "decisions changed."
+        )
 
     def _serve_placeholder(self, *, input_size, samples, epochs, seed, **options):
         self.stdout.write(
