@@ -2,9 +2,9 @@
 --slices CT slices to the gateway, the inference worker classifies it, and the results (the
 structured report and the key images) arrive back in Orthanc. On the embedded default in a
 data folder of its own, with the shipped model serving; the raw model's images/s at the same
-input size and precision are measured in the same run, before the stack starts.
+input size and precision (or int8 twin) are measured in the same run, before the stack starts.
 
-    .venv/bin/python bench/dicom_study.py --slices 300
+    .venv/bin/python bench/dicom_study.py --slices 300 [--runtime openvino-int8]
 
 A small study is sent first, so the worker has loaded the model when the timed one comes.
 The last line printed is the report as one JSON object.
@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="Slice side in pixels.")
     parser.add_argument("--quiet", type=float, default=10.0, help="The study quiet period (s).")
     parser.add_argument("--raw-batches", type=int, default=10)
+    parser.add_argument(
+        "--runtime", default="keras", help="KIDNEY_INFERENCE_RUNTIME: keras or openvino-int8."
+    )
     args = parser.parse_args()
 
     data = tempfile.mkdtemp(prefix="kidney-bench-dicom-")
@@ -56,6 +59,7 @@ def main() -> None:
         KIDNEY_DICOM_STUDY_QUIET_SECONDS=str(args.quiet),
         KIDNEY_DICOM_CALLING_AE_TITLES="ORTHANC",
         KIDNEY_DICOM_POLL_SECONDS="0.2",
+        KIDNEY_INFERENCE_RUNTIME=args.runtime,
     )
     manage(environment, "migrate", "--noinput")
     manage(environment, "bootstrap_model")
@@ -73,6 +77,8 @@ def main() -> None:
 
     serving = serving_model_version()
     precision = resolve_precision(settings.KIDNEY_INFERENCE_PRECISION)
+    if args.runtime == "openvino-int8":
+        precision = "int8"
     raw = raw_images_per_second(serving.input_size, args.raw_batches, precision)
     print(f"raw model: {raw:.1f} images/s at {serving.input_size} px in {precision}", flush=True)
 
@@ -102,6 +108,7 @@ def main() -> None:
         "model": serving.label,
         "input_size": serving.input_size,
         "precision": precision,
+        "runtime": sorted(set(study.slices.values_list("prediction__runtime", flat=True))),
         "verdict": study.verdict,
         "received_slices_per_s": args.slices / timed["sent_s"],
         "quiet_period_s": args.quiet,

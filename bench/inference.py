@@ -19,7 +19,7 @@
         [--database-url postgres://... --broker-url redis://...] [--evidence-maps flagged]
 
 Without --database-url/--broker-url the service runs on the embedded default (SQLite and the
-filesystem transport). The database given must be empty; it is migrated.
+filesystem transport). The database given is migrated and emptied before each service run.
 """
 
 import argparse
@@ -121,6 +121,8 @@ def service_images_per_second(args, payloads: list[bytes], runtime: str) -> dict
     if args.broker_url:
         environment["CELERY_BROKER_URL"] = args.broker_url
     manage(environment, "migrate", "--noinput")
+    if args.database_url:  # one database for every runtime's run: each starts empty
+        manage(environment, "flush", "--noinput")
     if args.model == "shipped":
         manage(environment, "bootstrap_model", "--force")
     else:

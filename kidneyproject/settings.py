@@ -330,6 +330,8 @@ KIDNEY_INFERENCE_PRECISION = env("KIDNEY_INFERENCE_PRECISION", "auto")
 # (the twin where one passed and it ran faster than Keras on a few batches when the worker
 # loaded the model). GPUs keep Keras. Evidence maps always come from the Keras model.
 KIDNEY_INFERENCE_RUNTIME = env("KIDNEY_INFERENCE_RUNTIME", "auto")
+if KIDNEY_INFERENCE_RUNTIME not in ("auto", "keras", "openvino-int8"):
+    raise ImproperlyConfigured("KIDNEY_INFERENCE_RUNTIME must be auto, keras or openvino-int8.")
 # Build an int8 twin for each version a training run registers (training.twins), on the
 # training queue after the run: "1" or "0".
 KIDNEY_INT8_TWINS = env("KIDNEY_INT8_TWINS", "1") == "1"

@@ -21,7 +21,6 @@ from training.evaluation import evaluation_set_freeze
 from training.files import model_load
 from training.models import ModelVersion
 
-
 # The tiny model's own threshold falls among its stone scores (about 0.87; they run from 0.6),
 # where any change of a score flips decisions. Between the classes (normal scores stay below
 # 0.52), the gate judges the twin rather than the threshold.
