@@ -92,15 +92,20 @@ def _serve_twin_if_chosen(predictor: Predictor, model_version: ModelVersion) -> 
         return
     from ml_core.int8 import OpenVinoPredictor
 
-    twin = OpenVinoPredictor.load(
-        twin_local_path(model_version.int8_artifact),
-        max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE,
-    )
-    if runtime == "auto":
-        size = model_version.input_size
-        batch = np.zeros((settings.KIDNEY_INFERENCE_BATCH_SIZE, size, size, 3), np.float32)
-        keras_seconds = _seconds_per_batch(predictor.predict_float, batch)
+    size = model_version.input_size
+    batch = np.zeros((settings.KIDNEY_INFERENCE_BATCH_SIZE, size, size, 3), np.float32)
+    try:
+        twin = OpenVinoPredictor.load(
+            twin_local_path(model_version.int8_artifact),
+            max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE,
+        )
         twin_seconds = _seconds_per_batch(twin.predict, batch)
+    except Exception:
+        # A CPU the runtime cannot serve it on (seen with oneDNN capped below AVX-512).
+        logger.exception("The int8 twin of %s does not run here; Keras serves", model_version.label)
+        return
+    if runtime == "auto":
+        keras_seconds = _seconds_per_batch(predictor.predict_float, batch)
         logger.info(
             "%s: %.0f ms a batch on Keras (%s), %.0f ms on its int8 twin",
             model_version.label, keras_seconds * 1000, predictor.runtime, twin_seconds * 1000,
