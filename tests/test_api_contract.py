@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.usefixtures("celery_worker_process", "serving_model"),
 ]
 SEED = 20261205
-EXAMPLES = 6
+EXAMPLES = 8
 
 
 @pytest.mark.timeout(600)
