@@ -99,12 +99,13 @@ def _serve_twin_if_chosen(predictor: Predictor, model_version: ModelVersion) -> 
             twin_local_path(model_version.int8_artifact),
             max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE,
         )
-        twin_seconds = _seconds_per_batch(twin.predict, batch)
+        twin.predict(batch)  # it runs on this CPU (and its kernels are chosen)
     except Exception:
         # A CPU the runtime cannot serve it on (seen with oneDNN capped below AVX-512).
         logger.exception("The int8 twin of %s does not run here; Keras serves", model_version.label)
         return
     if runtime == "auto":
+        twin_seconds = _seconds_per_batch(twin.predict, batch)
         keras_seconds = _seconds_per_batch(predictor.predict_float, batch)
         logger.info(
             "%s: %.0f ms a batch on Keras (%s), %.0f ms on its int8 twin",

@@ -19,9 +19,10 @@ from django.utils import timezone
 from ml_core import int8
 from ml_core.datasets import LabelledImage, block_split
 from ml_core.decision import NEGATIVE_CLASS, abnormal_scores
+from ml_core.shipped import shipped_description
 from ml_core.training import predict_entries
 from training import files, tracking
-from training.models import ModelVersion
+from training.models import SHIPPED_MODEL_CARD, ModelVersion
 from training.selectors import current_evaluation_set, evaluation_set_entries
 
 logger = logging.getLogger(__name__)
@@ -35,15 +36,16 @@ def int8_twin_build(
     model_version: ModelVersion,
     *,
     calibration: list[LabelledImage] | None = None,
-    ranges: list | None = None,
-    recorded_blocks: dict | None = None,
 ) -> dict:
     """Build the version's twin, judge it, store it and its gate (replacing an earlier twin);
     returns the gate. calibration: images to calibrate on instead of the version's training
-    block; ranges: rebuild from these activation ranges instead of calibrating;
-    recorded_blocks: gate results measured elsewhere on this same twin (the shipped one's)."""
+    block. The shipped model's twin is rebuilt from the activation ranges shipped with it,
+    with the gate it passed on the held-out block then."""
     model = files.model_load(model_version.artifact)
     config = model_version.preprocessing_config
+    recorded = _shipped_twin(model_version) if calibration is None else None
+    ranges = recorded["ranges"] if recorded else None
+    recorded_blocks = {"held_out": recorded["held_out"]} if recorded else {}
     if ranges is not None:
         blank = np.zeros((1, config.input_size, config.input_size, 3), np.float32)
         twin = int8.with_activation_ranges(int8.quantize(model, [blank]), ranges)
@@ -53,7 +55,7 @@ def int8_twin_build(
         entries = int8.evenly_spaced(entries, int8.CALIBRATION_IMAGES)
         twin = int8.quantize(model, int8.calibration_batches(entries, config))
         calibrated_on = f"{len(entries)} images"
-    blocks = dict(recorded_blocks or {})
+    blocks = dict(recorded_blocks)
     predictor = int8.OpenVinoPredictor(twin, max_batch_size=settings.KIDNEY_INFERENCE_BATCH_SIZE)
     for name, entries in judging_blocks(model_version).items():
         blocks[name] = _judge(model, predictor, entries, model_version)
@@ -88,6 +90,17 @@ def int8_twin_build(
         "Int8 twin of %s %s its gate", model_version.label, "passed" if gate["passed"] else "failed"
     )
     return gate
+
+
+def _shipped_twin(model_version: ModelVersion) -> dict | None:
+    """What was recorded of the shipped model's twin, for the version that serves that model
+    (the folder may hold a newer shipped model than the version bootstrapped)."""
+    if model_version.model_card != SHIPPED_MODEL_CARD:
+        return None
+    shipped = shipped_description(settings.KIDNEY_SHIPPED_MODEL_DIR) or {}
+    if shipped.get("threshold") != model_version.threshold:
+        return None
+    return shipped.get("int8")
 
 
 def training_block(model_version: ModelVersion) -> list[LabelledImage]:

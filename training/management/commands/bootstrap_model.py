@@ -66,7 +66,7 @@ class Command(BaseCommand):
         )
         log = model_version_ship(trained=trained, report=report)
         if settings.KIDNEY_INT8_TWINS and "int8" in description:
-            self._build_shipped_twin(log.to_version, description["int8"])
+            self._build_shipped_twin(log.to_version)
         held_out = report["held_out"]
         self.stdout.write(
             f"Model {log.to_version.label} serves: on the held-out block of later studies, "
@@ -77,16 +77,12 @@ class Command(BaseCommand):
         self.stdout.write(self.style.WARNING(SHIPPED_NOTE))
         return log
 
-    def _build_shipped_twin(self, model_version, recorded: dict) -> None:
+    def _build_shipped_twin(self, model_version) -> None:
         """Rebuild the int8 twin that was calibrated and judged when the model was shipped
         (ml_core.int8: the same float weights and activation ranges give the same twin)."""
         from training.twins import int8_twin_build
 
-        gate = int8_twin_build(
-            model_version,
-            ranges=recorded["ranges"],
-            recorded_blocks={"held_out": recorded["held_out"]},
-        )
+        gate = int8_twin_build(model_version)
         check = gate["blocks"]["held_out"]["checks"]
         self.stdout.write(
             f"Int8 twin {'passed' if gate['passed'] else 'failed'} its gate on the held-out "

@@ -1,12 +1,10 @@
 import json
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ml_core.datasets import IMAGE_SUFFIXES, LabelledImage
-from ml_core.shipped import shipped_description
-from training.models import SHIPPED_MODEL_CARD, ModelVersion
+from training.models import ModelVersion
 from training.selectors import serving_model_version
 from training.twins import TwinUnavailable, int8_twin_build
 
@@ -33,18 +31,9 @@ class Command(BaseCommand):
         )
         if model_version is None:
             raise CommandError(f"No model version {model}." if model else "No model serves.")
-        build = {}
-        if calibration_images:
-            build["calibration"] = _images_in(Path(calibration_images))
-        elif model_version.model_card == SHIPPED_MODEL_CARD:
-            shipped = shipped_description(settings.KIDNEY_SHIPPED_MODEL_DIR) or {}
-            recorded = shipped.get("int8")
-            # Ranges recorded for the same model: the folder may hold a newer shipped model.
-            if recorded and shipped["threshold"] == model_version.threshold:
-                build["ranges"] = recorded["ranges"]
-                build["recorded_blocks"] = {"held_out": recorded["held_out"]}
+        calibration = _images_in(Path(calibration_images)) if calibration_images else None
         try:
-            gate = int8_twin_build(model_version, **build)
+            gate = int8_twin_build(model_version, calibration=calibration)
         except TwinUnavailable as error:
             raise CommandError(str(error)) from None
         verdict = "passed its gate" if gate["passed"] else "failed its gate: Keras serves"
